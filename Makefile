@@ -1,0 +1,42 @@
+# `make test`: build both virtual environments from nothing and run the suite
+# on each.  `make demo`: see README.md.
+PYTHON311 ?= python3.11
+PYTHON312 ?= python3.12
+VENV ?= .venv
+VENV_NUMPY2 ?= .venv-py312
+PYTEST_ARGS ?= -q
+
+# pip >= 25.3 reads PIP_BUILD_CONSTRAINT for build environments; older pip
+# applies PIP_CONSTRAINT there, which is why both files pin setuptools<82.
+PIP_ENV = PIP_BUILD_CONSTRAINT=$(CURDIR)/requirements/build.txt PIP_DISABLE_PIP_VERSION_CHECK=1
+
+.PHONY: test test-py311 test-py312 env clean
+
+test: test-py311 test-py312
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/py311.txt requirements/build.txt
+	rm -rf $(VENV)
+	$(PYTHON311) -m venv $(VENV)
+	$(PIP_ENV) $(VENV)/bin/python -m pip install -q --upgrade pip
+	$(PIP_ENV) PIP_CONSTRAINT=$(CURDIR)/requirements/py311.txt \
+		$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV_NUMPY2)/.installed: pyproject.toml requirements/py312-numpy2.txt requirements/build.txt
+	rm -rf $(VENV_NUMPY2)
+	$(PYTHON312) -m venv $(VENV_NUMPY2)
+	$(PIP_ENV) $(VENV_NUMPY2)/bin/python -m pip install -q --upgrade pip setuptools
+	$(PIP_ENV) PIP_CONSTRAINT=$(CURDIR)/requirements/py312-numpy2.txt \
+		$(VENV_NUMPY2)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+test-py311: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-py312: $(VENV_NUMPY2)/.installed
+	$(VENV_NUMPY2)/bin/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(VENV_NUMPY2) build *.egg-info
