@@ -1,7 +1,11 @@
 # `make test`: build both virtual environments from nothing and run the suite
 # on each.  `make demo`: see README.md.
-PYTHON311 ?= python3.11
-PYTHON312 ?= python3.12
+# An interpreter of the given version that really runs (pyenv shims of
+# versions that are installed but not selected do not).
+find_python = $(firstword $(foreach p,python$(1) $(wildcard $(HOME)/.pyenv/versions/$(1)*/bin/python$(1)),\
+	$(if $(shell $(p) -c 'import sys' 2>/dev/null && echo ok),$(p))))
+PYTHON311 ?= $(call find_python,3.11)
+PYTHON312 ?= $(call find_python,3.12)
 VENV ?= .venv
 VENV_NUMPY2 ?= .venv-py312
 PYTEST_ARGS ?= -q
@@ -17,6 +21,7 @@ test: test-py311 test-py312
 env: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements/py311.txt requirements/build.txt
+	@test -n "$(PYTHON311)" || { echo 'make: no working python3.11 found; install it (pyenv install 3.11) or run make PYTHON311=/path/to/python3.11' >&2; exit 1; }
 	rm -rf $(VENV)
 	$(PYTHON311) -m venv $(VENV)
 	$(PIP_ENV) $(VENV)/bin/python -m pip install -q --upgrade pip
@@ -25,6 +30,7 @@ $(VENV)/.installed: pyproject.toml requirements/py311.txt requirements/build.txt
 	touch $@
 
 $(VENV_NUMPY2)/.installed: pyproject.toml requirements/py312-numpy2.txt requirements/build.txt
+	@test -n "$(PYTHON312)" || { echo 'make: no working python3.12 found; install it (pyenv install 3.12) or run make PYTHON312=/path/to/python3.12' >&2; exit 1; }
 	rm -rf $(VENV_NUMPY2)
 	$(PYTHON312) -m venv $(VENV_NUMPY2)
 	$(PIP_ENV) $(VENV_NUMPY2)/bin/python -m pip install -q --upgrade pip setuptools
