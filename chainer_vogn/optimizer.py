@@ -1,0 +1,406 @@
+"""The VOGN optimizer (Variational Online Gauss-Newton) for Chainer.
+
+VOGN learns a diagonal Gaussian posterior N(mu, sigma^2) over the weights.
+Each step draws weights w = mu + sigma * eps, computes the minibatch gradient
+and the mean squared per-example gradient at w in one backward pass, and
+updates the mean mu, the momentum m and the precision estimate s.  The exact
+update is fixed in ``shared/spec/vogn.md``; the symbols below follow it.
+
+The model's parameters hold mu outside :meth:`VOGN.update`.  Parameters of
+BatchNormalization links are point estimates: no noise and no prior, but the
+same m, s, mu update.
+"""
+import math
+
+import numpy
+
+import chainer
+from chainer import backend
+from chainer.backends import cuda
+import chainer.links as L
+from chainer import optimizer
+
+from chainer_vogn.curvature import SquaredGradientHook
+
+_default_hyperparam = optimizer.Hyperparameter()
+_default_hyperparam.dataset_size = None
+_default_hyperparam.lr = 1e-3
+_default_hyperparam.beta1 = 0.9
+_default_hyperparam.beta2 = 0.999
+_default_hyperparam.prior_precision = 1.0
+_default_hyperparam.tau = 1.0
+_default_hyperparam.damping = 1e-3
+_default_hyperparam.init_precision = None
+_default_hyperparam.aug_factor = 1.0
+_default_hyperparam.bias_correction = True
+_default_hyperparam.tau_warmup_steps = 0
+_default_hyperparam.tau_init = 0.1
+
+#: Links whose parameters the curvature hook handles.
+SUPPORTED_LINKS = (L.Linear, L.Convolution2D, L.BatchNormalization)
+#: Links whose parameters are point estimates (no noise, no prior).
+POINT_ESTIMATE_LINKS = (L.BatchNormalization,)
+
+
+def current_tau(hp, t):
+    """The KL weight of step t (1-based), following the linear warm-up.
+
+    The warm-up starts at ``tau_init`` at step 1 and reaches ``tau`` at step
+    ``tau_warmup_steps + 1``, where it stays.
+    """
+    if hp.tau_warmup_steps <= 0:
+        return hp.tau
+    frac = min(t - 1, hp.tau_warmup_steps) / hp.tau_warmup_steps
+    return hp.tau_init + (hp.tau - hp.tau_init) * frac
+
+
+def step_constants(hp, t, point_estimate=False):
+    """(tau/N_eff, delta_t) of step t; delta_t = 0 for point estimates."""
+    tau = current_tau(hp, t)
+    n_eff = hp.aug_factor * hp.dataset_size
+    delta_t = 0.0 if point_estimate else tau * hp.prior_precision / n_eff
+    return tau / n_eff, delta_t
+
+
+def check_hyperparameters(hp):
+    """Raise ValueError naming the first hyperparameter out of its range."""
+    def need(ok, name, rule):
+        if not ok:
+            raise ValueError('VOGN: {} = {!r} is invalid: it must be {}'.format(
+                name, getattr(hp, name), rule))
+
+    need(hp.dataset_size is not None and hp.dataset_size > 0,
+         'dataset_size', 'the (positive) number of training examples')
+    need(hp.lr > 0, 'lr', '> 0')
+    need(0 <= hp.beta1 < 1, 'beta1', 'in [0, 1)')
+    need(0 <= hp.beta2 < 1, 'beta2', 'in [0, 1)')
+    need(hp.prior_precision >= 0, 'prior_precision', '>= 0')
+    need(hp.tau > 0, 'tau', '> 0')
+    need(hp.damping >= 0, 'damping', '>= 0')
+    need(hp.init_precision is None or hp.init_precision >= 0,
+         'init_precision', 'None or >= 0')
+    need(hp.aug_factor > 0, 'aug_factor', '> 0')
+    need(hp.tau_warmup_steps >= 0, 'tau_warmup_steps', '>= 0')
+    need(hp.tau_warmup_steps == 0 or hp.tau_init > 0, 'tau_init', '> 0')
+
+
+class VOGNRule(optimizer.UpdateRule):
+    """Update rule of VOGN for one parameter (spec steps 1 and 4-8).
+
+    The optimizer sets ``param.grad`` to g_hat and :attr:`curvature` to h_hat
+    before calling ``param.update()``.  State: ``m`` (momentum) and ``s``
+    (Gauss-Newton precision estimate); s is "unset" before the first step
+    when ``init_precision`` is None.
+    """
+
+    def __init__(self, parent_hyperparam=None, point_estimate=False):
+        super(VOGNRule, self).__init__(
+            parent_hyperparam or _default_hyperparam)
+        self.point_estimate = point_estimate
+        self.curvature = None
+
+    def init_state(self, param):
+        xp = backend.get_array_module(param.array)
+        with chainer.using_device(param.device):
+            self.state['m'] = xp.zeros_like(param.array)
+            s0 = self.hyperparam.init_precision
+            self.state['s'] = xp.full_like(param.array, s0 or 0)
+
+    @property
+    def s_unset(self):
+        """True before the first step when no initial precision was given."""
+        return self.t == 0 and self.hyperparam.init_precision is None
+
+    def sigma(self, param, t=None):
+        """Posterior std for step t (default: the next step) as an array."""
+        t = self.t + 1 if t is None else t
+        if self.state is None:
+            self._init_states(param)
+        scale, delta_t = step_constants(self.hyperparam, t, self.point_estimate)
+        xp = backend.get_array_module(param.array)
+        if self.point_estimate:
+            return xp.zeros_like(param.array)
+        s = self.state['s']
+        return xp.sqrt(scale / (s + delta_t + self.hyperparam.damping))
+
+    def sample(self, param, eps):
+        """The weight sample w = mu + sigma * eps for the next step (step 2)."""
+        mu = param.array
+        if self.point_estimate or eps is None:
+            return mu
+        if self.state is None:
+            self._init_states(param)
+        if self.s_unset:
+            return mu
+        scale, delta_t = step_constants(self.hyperparam, self.t + 1)
+        s = self.state['s']
+        if isinstance(mu, cuda.ndarray):
+            return _sample_kernel()(mu, s, eps, scale, delta_t,
+                                    self.hyperparam.damping)
+        return mu + eps * numpy.sqrt(
+            scale / (s + delta_t + self.hyperparam.damping))
+
+    def _constants(self):
+        hp = self.hyperparam
+        _, delta_t = step_constants(hp, self.t, self.point_estimate)
+        fix1 = 1.0 - math.pow(hp.beta1, self.t) if hp.bias_correction else 1.0
+        return delta_t, fix1, self.t == 1 and hp.init_precision is None
+
+    def update_core_cpu(self, param):
+        hp = self.hyperparam
+        g_hat, h_hat = param.grad, self.curvature
+        m, s, mu = self.state['m'], self.state['s'], param.array
+        delta_t, fix1, s_unset = self._constants()
+        g = g_hat + delta_t * mu
+        m *= hp.beta1
+        m += (1 - hp.beta1) * g
+        if s_unset:
+            s[...] = h_hat
+        else:
+            s *= hp.beta2
+            s += (1 - hp.beta2) * h_hat
+        mu -= hp.lr * (m / fix1) / (s + delta_t + hp.damping)
+
+    def update_core_gpu(self, param):
+        hp = self.hyperparam
+        delta_t, fix1, s_unset = self._constants()
+        _update_kernel()(
+            param.grad, self.curvature, hp.lr, hp.beta1, hp.beta2, delta_t,
+            hp.damping, fix1, s_unset,
+            param.array, self.state['m'], self.state['s'])
+
+
+@cuda.memoize()
+def _update_kernel():
+    return cuda.elementwise(
+        'T g_hat, T h_hat, T lr, T beta1, T beta2, T delta_t, T damping, '
+        'T fix1, bool s_unset',
+        'T mu, T m, T s',
+        '''T g = g_hat + delta_t * mu;
+           m = beta1 * m + (1 - beta1) * g;
+           s = s_unset ? h_hat : beta2 * s + (1 - beta2) * h_hat;
+           mu -= lr * (m / fix1) / (s + delta_t + damping);''',
+        'vogn_update')
+
+
+@cuda.memoize()
+def _sample_kernel():
+    return cuda.elementwise(
+        'T mu, T s, T eps, T scale, T delta_t, T damping',
+        'T w',
+        'w = mu + eps * sqrt(scale / (s + delta_t + damping));',
+        'vogn_sample')
+
+
+class VOGN(optimizer.GradientMethod):
+    """Variational Online Gauss-Newton.
+
+    Args:
+        dataset_size (int): N, the number of training examples (whole set).
+        lr, beta1, beta2, prior_precision, tau, damping, init_precision,
+        aug_factor, bias_correction, tau_warmup_steps, tau_init: as in
+            ``shared/spec/vogn.md``.
+        num_samples (int): K, Monte Carlo weight samples per step.
+        seed (int): seeds eps, drawn from a generator of (seed, sample_id,
+            step), so a run is reproducible and resumable from t alone.
+
+    Call ``update(lossfun, *args)`` with a ``lossfun`` that returns the
+    minibatch MEAN of per-example losses; it is called K times per step
+    while the parameters hold the sampled weights.
+    """
+
+    #: Index of this process's Monte Carlo sample group (see distributed).
+    sample_id = 0
+
+    def __init__(self, dataset_size, lr=_default_hyperparam.lr,
+                 beta1=_default_hyperparam.beta1,
+                 beta2=_default_hyperparam.beta2,
+                 prior_precision=_default_hyperparam.prior_precision,
+                 tau=_default_hyperparam.tau,
+                 damping=_default_hyperparam.damping,
+                 init_precision=_default_hyperparam.init_precision,
+                 num_samples=1,
+                 aug_factor=_default_hyperparam.aug_factor,
+                 bias_correction=_default_hyperparam.bias_correction,
+                 tau_warmup_steps=_default_hyperparam.tau_warmup_steps,
+                 tau_init=_default_hyperparam.tau_init, seed=0):
+        super(VOGN, self).__init__()
+        hp = self.hyperparam
+        hp.dataset_size = dataset_size
+        hp.lr = lr
+        hp.beta1 = beta1
+        hp.beta2 = beta2
+        hp.prior_precision = prior_precision
+        hp.tau = tau
+        hp.damping = damping
+        hp.init_precision = init_precision
+        hp.aug_factor = aug_factor
+        hp.bias_correction = bias_correction
+        hp.tau_warmup_steps = tau_warmup_steps
+        hp.tau_init = tau_init
+        check_hyperparameters(hp)
+        if int(num_samples) != num_samples or num_samples < 1:
+            raise ValueError('VOGN: num_samples = {!r} is invalid: it must '
+                             'be an integer >= 1'.format(num_samples))
+        self.num_samples = int(num_samples)
+        self.seed = int(seed)
+        self.last_loss = None
+
+    dataset_size = optimizer.HyperparameterProxy('dataset_size')
+    lr = optimizer.HyperparameterProxy('lr')
+    beta1 = optimizer.HyperparameterProxy('beta1')
+    beta2 = optimizer.HyperparameterProxy('beta2')
+    prior_precision = optimizer.HyperparameterProxy('prior_precision')
+    tau = optimizer.HyperparameterProxy('tau')
+    damping = optimizer.HyperparameterProxy('damping')
+    init_precision = optimizer.HyperparameterProxy('init_precision')
+    aug_factor = optimizer.HyperparameterProxy('aug_factor')
+    bias_correction = optimizer.HyperparameterProxy('bias_correction')
+    tau_warmup_steps = optimizer.HyperparameterProxy('tau_warmup_steps')
+    tau_init = optimizer.HyperparameterProxy('tau_init')
+
+    def setup(self, link):
+        """Attach to ``link``; every parameter must belong to a supported link."""
+        point_estimates = set()
+        for path, sub in link.namedlinks():
+            own = [getattr(sub, name) for name in sub._params]
+            if not own:
+                continue
+            if not isinstance(sub, SUPPORTED_LINKS):
+                raise ValueError(
+                    'VOGN supports only the parameters of {}; link {} ({}) '
+                    'has parameters {}. Build the model from those links '
+                    'or train it with another optimizer.'.format(
+                        ', '.join(c.__name__ for c in SUPPORTED_LINKS),
+                        path or '/', type(sub).__name__,
+                        sorted(sub._params)))
+            if isinstance(sub, POINT_ESTIMATE_LINKS):
+                point_estimates.update(id(p) for p in own)
+        super(VOGN, self).setup(link)
+        for param in link.params(include_uninit=True):
+            param.update_rule.point_estimate = id(param) in point_estimates
+        return self
+
+    def create_update_rule(self):
+        return VOGNRule(self.hyperparam)
+
+    def _named_params(self):
+        params = sorted(self.target.namedparams(include_uninit=False))
+        return [(name, p) for name, p in params if p.update_rule.enabled]
+
+    def _draw_eps(self, named_params, step, k):
+        """eps for sample k of ``step``, from a generator of (seed, sample_id,
+        step): the same inside a sample group, independent across groups."""
+        seq = numpy.random.SeedSequence(
+            [self.seed, self.sample_id, step, k])
+        eps = {}
+        host_rng = device_rng = None
+        for name, param in named_params:
+            xp = backend.get_array_module(param.array)
+            shape, dtype = param.array.shape, param.array.dtype
+            if xp is numpy:
+                host_rng = host_rng or numpy.random.default_rng(seq)
+                eps[name] = host_rng.standard_normal(shape, dtype=dtype)
+            else:
+                device_rng = device_rng or cuda.cupy.random.RandomState(
+                    int(seq.generate_state(1, numpy.uint32)[0]))
+                eps[name] = device_rng.standard_normal(shape, dtype=dtype)
+        return eps
+
+    def posterior_std(self):
+        """sigma of every parameter, {name: array}, for the next step."""
+        return {name: p.update_rule.sigma(p)
+                for name, p in sorted(self.target.namedparams())}
+
+    def reduce_statistics(self, grads, curvatures):
+        """Average g_hat and h_hat over processes; one process: nothing to do."""
+        return grads, curvatures
+
+    def update(self, lossfun=None, *args, **kwds):
+        """One VOGN step (spec steps 1-8) with ``lossfun(*args, **kwds)``."""
+        if lossfun is None:
+            raise TypeError(
+                'VOGN.update needs lossfun: it evaluates the loss at sampled '
+                'weights itself, so precomputed gradients cannot be used')
+        if any(p.array is None for p in self.target.params()):
+            # Lazily initialised links (L.Linear(None, n)) get their
+            # parameters on a first forward pass.
+            with chainer.using_config('train', False), \
+                    chainer.no_backprop_mode():
+                lossfun(*args, **kwds)
+        named = self._named_params()
+        step = self.t + 1
+        hook = SquaredGradientHook(named)
+        mus = [(p, p.array) for _, p in named]
+        grads, curvatures, losses = {}, {}, []
+        try:
+            for k in range(self.num_samples):
+                eps = self._draw_eps(named, step, k)
+                for (name, param), (_, mu) in zip(named, mus):
+                    param.array = mu
+                    param.array = param.update_rule.sample(param, eps[name])
+                self.target.cleargrads()
+                loss = lossfun(*args, **kwds)
+                _check_loss(loss)
+                with hook:
+                    loss.backward()
+                losses.append(float(loss.array))
+                self._accumulate(named, hook.squared, grads, curvatures, k)
+        finally:
+            for param, mu in mus:
+                param.array = mu
+        for name in grads:
+            grads[name] /= self.num_samples
+            curvatures[name] /= self.num_samples
+        grads, curvatures = self.reduce_statistics(grads, curvatures)
+        self.last_loss = sum(losses) / len(losses)
+        _check_finite(step, self.last_loss, grads, curvatures)
+
+        self.t += 1
+        for name, param in named:
+            param.grad = grads[name]
+            param.update_rule.curvature = curvatures[name]
+            param.update()
+            param.update_rule.curvature = None
+
+    def _accumulate(self, named, squared, grads, curvatures, k):
+        for name, param in named:
+            if param.grad is None:
+                raise ValueError(
+                    'parameter {} got no gradient from lossfun; VOGN updates '
+                    'every parameter of the model, so disable its update '
+                    'rule (param.update_rule.enabled = False) if it is '
+                    'unused'.format(name))
+            if name not in squared:
+                raise ValueError(
+                    'parameter {} got a gradient but no per-example squared '
+                    'gradient: it is used by a function other than '
+                    'linear, convolution_2d or batch_normalization, which '
+                    'VOGN does not support'.format(name))
+            if k == 0:
+                grads[name] = param.grad.copy()
+                curvatures[name] = squared[name]
+            else:
+                grads[name] += param.grad
+                curvatures[name] += squared[name]
+
+
+def _check_loss(loss):
+    if not isinstance(loss, chainer.Variable) or loss.shape != ():
+        raise ValueError(
+            'lossfun must return the minibatch mean of the per-example '
+            'losses as a scalar chainer.Variable; it returned {}'.format(
+                'shape {}'.format(loss.shape)
+                if hasattr(loss, 'shape') else type(loss).__name__))
+
+
+def _check_finite(step, loss, grads, curvatures):
+    bad = [name for stats in (grads, curvatures)
+           for name, value in sorted(stats.items())
+           if not bool(backend.get_array_module(value).isfinite(value).all())]
+    if not math.isfinite(loss) or bad:
+        raise FloatingPointError(
+            'VOGN step {}: non-finite {} (loss {}); the parameters keep the '
+            'last good mean. Lower lr, raise damping or check the '
+            'data.'.format(step, 'statistics of ' + ', '.join(
+                sorted(set(bad))) if bad else 'loss', loss))

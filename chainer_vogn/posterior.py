@@ -1,0 +1,134 @@
+"""The learned posterior N(mu, sigma^2) as one npz file, usable without VOGN.
+
+Layout of the file: ``mu/<param name>`` and ``sigma/<param name>`` for every
+parameter, ``persistent/<name>`` for every persistent value (BatchNormalization
+running statistics), and ``meta`` (a JSON string: hyperparameters, step).
+Point weights (Adam, SGD) are stored the same way with sigma = 0, so
+evaluation reads every run alike.
+"""
+import json
+import os
+import tempfile
+
+import numpy
+
+import chainer
+from chainer import backend
+
+
+def _host(array):
+    return backend.CpuDevice().send(array)
+
+
+def atomic_savez(path, arrays):
+    """Write an npz next to ``path`` and move it into place only when whole."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp.npz')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            numpy.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_posterior(path, model, optimizer=None, meta=None):
+    """Save mu (the model's parameters) and sigma (from a VOGN optimizer).
+
+    Without an optimizer, or for one without a ``posterior_std`` method,
+    sigma is zero: the file then describes point weights.
+    """
+    std = {}
+    if optimizer is not None and hasattr(optimizer, 'posterior_std'):
+        std = optimizer.posterior_std()
+    arrays = {}
+    for name, param in model.namedparams():
+        if param.array is None:
+            raise ValueError('parameter {} is not initialised; run one '
+                             'forward pass before saving'.format(name))
+        arrays['mu' + name] = _host(param.array)
+        arrays['sigma' + name] = (_host(std[name]) if name in std
+                                  else numpy.zeros_like(arrays['mu' + name]))
+    for name, value in _named_persistent(model):
+        arrays['persistent' + name] = _host(value)
+    info = dict(meta or {})
+    if optimizer is not None:
+        info.setdefault('step', int(optimizer.t))
+    arrays['meta'] = numpy.array(json.dumps(info))
+    atomic_savez(path, arrays)
+
+
+class Posterior(object):
+    """A loaded posterior: ``mu``, ``sigma`` and ``persistent`` dicts, ``meta``."""
+
+    def __init__(self, mu, sigma, persistent, meta):
+        self.mu, self.sigma = mu, sigma
+        self.persistent, self.meta = persistent, meta
+
+    @property
+    def is_point_estimate(self):
+        return all(not numpy.any(s) for s in self.sigma.values())
+
+    def _check_fits(self, model):
+        params = dict(model.namedparams())
+        missing = sorted(set(params) - set(self.mu))
+        extra = sorted(set(self.mu) - set(params))
+        wrong = sorted(name for name, p in params.items()
+                       if name in self.mu and p.array is not None
+                       and p.array.shape != self.mu[name].shape)
+        if missing or extra or wrong:
+            raise ValueError(
+                'the posterior does not fit this model: missing {}, '
+                'unexpected {}, wrong shape {}; was it trained with the same '
+                '--arch and dataset?'.format(missing, extra, wrong))
+        return params
+
+    def load_into(self, model, rng=None):
+        """Put mu (rng None) or one sample mu + sigma * eps into ``model``."""
+        params = self._check_fits(model)
+        for name, param in params.items():
+            value = self.mu[name]
+            if rng is not None:
+                value = value + self.sigma[name] * rng.standard_normal(
+                    value.shape).astype(value.dtype)
+            if param.array is None:
+                param.initialize(value.shape)
+            param.array = param.device.send(value.astype(param.dtype))
+        for name, link, attr, old in _persistent_slots(model):
+            if name in self.persistent:
+                setattr(link, attr, backend.get_device_from_array(old).send(
+                    self.persistent[name].astype(old.dtype)))
+
+
+def _persistent_slots(model):
+    """(name, link, attribute, array) of every array-valued persistent."""
+    for path, link in model.namedlinks():
+        prefix = '' if path == '/' else path
+        for attr in sorted(link._persistent):
+            value = getattr(link, attr)
+            if isinstance(value, chainer.get_array_types()):
+                yield prefix + '/' + attr, link, attr, value
+
+
+def _named_persistent(model):
+    return [(name, value) for name, _, _, value in _persistent_slots(model)]
+
+
+def load_posterior(path):
+    """Read a file written by :func:`save_posterior`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError('no posterior file at {}'.format(path))
+    with numpy.load(path) as f:
+        mu, sigma, persistent = {}, {}, {}
+        for key in f.files:
+            for prefix, table in (('mu/', mu), ('sigma/', sigma),
+                                  ('persistent/', persistent)):
+                if key.startswith(prefix):
+                    table[key[len(prefix) - 1:]] = f[key]
+        meta = json.loads(str(f['meta'])) if 'meta' in f.files else {}
+    if set(mu) != set(sigma):
+        raise ValueError('{} is damaged: mu and sigma name different '
+                         'parameters'.format(path))
+    return Posterior(mu, sigma, persistent, meta)
