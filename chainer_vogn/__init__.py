@@ -5,3 +5,5 @@ from chainer_vogn.optimizer import VOGN  # NOQA
 from chainer_vogn.optimizer import VOGNRule  # NOQA
 from chainer_vogn.posterior import load_posterior  # NOQA
 from chainer_vogn.posterior import save_posterior  # NOQA
+from chainer_vogn.distributed import DistributedVOGN  # NOQA
+from chainer_vogn.distributed import Layout  # NOQA
