@@ -1,0 +1,294 @@
+"""Write the evidence of an evaluation: tables (JSON, CSV, Markdown), ROC
+curves, reliability diagrams, entropy histograms and the raw predictions.
+
+Each file is written to a temporary file in the output folder and moved over
+the old one with :func:`os.replace`, so a crash leaves either the previous
+complete file or the new complete file, never half of one.  Figures use
+matplotlib's Agg canvas directly (no pyplot, no display needed).
+"""
+import csv
+import io
+import json
+import os
+import uuid
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from chainer_vogn import metrics
+
+DPI = 120
+_REQUIRED = ('name', 'optimizer', 'metrics', 'probs', 'labels',
+             'calibration', 'roc_misclassification', 'entropy_in')
+
+
+def _atomic_write(path, write, binary=False):
+    """Call ``write(f)`` on a temporary file next to ``path``, then move it
+    over ``path``; on error the temporary file is removed and ``path`` is
+    left untouched."""
+    folder, base = os.path.split(path)
+    tmp = os.path.join(folder, '.%s.%s.tmp' % (base, uuid.uuid4().hex))
+    # os.open honours the umask, unlike tempfile (always 0600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        if binary:
+            f = os.fdopen(fd, 'wb')
+        else:
+            f = os.fdopen(fd, 'w', encoding='utf-8', newline='')
+        with f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _plain(x):
+    """JSON-ready copy of ``x``: numpy to Python, NaN and inf to None."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _is_number(x):
+    return isinstance(x, (int, float, np.integer, np.floating)) \
+        and not isinstance(x, bool)
+
+
+def _fmt(x, spec, scale=1.0):
+    if not _is_number(x) or not np.isfinite(x):
+        return '-'
+    return format(float(x) * scale, spec)
+
+
+def _area(fpr, tpr):
+    """Trapezoidal area under a ROC curve (exact for a full curve)."""
+    fpr, tpr = np.asarray(fpr, float), np.asarray(tpr, float)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def _check_runs(runs):
+    if not runs:
+        raise ValueError('runs must be a non-empty list of dicts')
+    seen = set()
+    for i, run in enumerate(runs):
+        missing = [k for k in _REQUIRED if k not in run]
+        if missing:
+            raise ValueError('runs[%d] lacks %s' % (i, ', '.join(missing)))
+        name = run['name']
+        if not isinstance(name, str) or not name or '/' in name:
+            raise ValueError('runs[%d] name must be a non-empty str without '
+                             '"/", got %r' % (i, name))
+        if name in seen:
+            raise ValueError('runs name %r appears twice' % name)
+        seen.add(name)
+
+
+def _metric_columns(runs):
+    """METRIC_NAMES first, then any other metric keys, sorted."""
+    extra = sorted({k for run in runs for k in run['metrics']}
+                   - set(metrics.METRIC_NAMES))
+    return list(metrics.METRIC_NAMES) + extra
+
+
+def _save(fig, path):
+    FigureCanvasAgg(fig)
+    _atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=DPI),
+                  binary=True)
+    fig.clear()
+    return path
+
+
+def _roc_figure(curves, title):
+    fig = Figure(figsize=(6, 5))
+    ax = fig.add_subplot(1, 1, 1)
+    for name, (fpr, tpr) in curves:
+        ax.plot(fpr, tpr, label='%s (AUROC %.3f)' % (name, _area(fpr, tpr)))
+    ax.plot([0, 1], [0, 1], color='grey', linestyle='--', label='chance')
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel('False positive rate')
+    ax.set_ylabel('True positive rate')
+    ax.set_title(title)
+    ax.legend(loc='lower right')
+    fig.tight_layout()
+    return fig
+
+
+def _reliability_figure(runs):
+    n = len(runs)
+    fig = Figure(figsize=(max(6.0, 4.0 * n), 5.5))
+    grid = fig.add_gridspec(2, n, height_ratios=(3, 1))
+    for j, run in enumerate(runs):
+        cal = run['calibration']
+        lower = np.asarray(cal['bin_lower'], float)
+        upper = np.asarray(cal['bin_upper'], float)
+        acc = np.asarray(cal['bin_accuracy'], float)
+        conf = np.asarray(cal['bin_confidence'], float)
+        count = np.asarray(cal['bin_count'])
+        centre, width = (lower + upper) / 2, upper - lower
+        filled = count > 0
+        ax = fig.add_subplot(grid[0, j])
+        ax.bar(centre[filled], acc[filled], width=width[filled],
+               edgecolor='black', label='accuracy')
+        ax.plot(centre[filled], conf[filled], '_', color='tab:red', ms=12,
+                mew=2, label='mean confidence')
+        ax.plot([0, 1], [0, 1], color='grey', linestyle='--')
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel('Accuracy')
+        ax.set_title('%s\nECE %s' % (run['name'],
+                                     _fmt(cal.get('ece'), '.3f')))
+        ax.legend(loc='upper left', fontsize='small')
+        ax_count = fig.add_subplot(grid[1, j], sharex=ax)
+        ax_count.bar(centre[filled], count[filled], width=width[filled],
+                     color='tab:grey', edgecolor='black')
+        ax_count.set_yscale('log')
+        ax_count.yaxis.set_minor_formatter(NullFormatter())
+        ax_count.set_xlabel('Confidence')
+        ax_count.set_ylabel('Count')
+    fig.tight_layout()
+    return fig
+
+
+def _entropy_figure(runs):
+    n = len(runs)
+    fig = Figure(figsize=(max(6.0, 4.0 * n), 4.0))
+    for j, run in enumerate(runs):
+        ax = fig.add_subplot(1, n, j + 1)
+        n_classes = np.shape(run['probs'])[1]
+        bins = np.linspace(0.0, np.log(n_classes), 31)
+        ax.hist(np.asarray(run['entropy_in']), bins=bins, density=True,
+                alpha=0.6, label='in-distribution')
+        if run.get('entropy_ood') is not None:
+            ax.hist(np.asarray(run['entropy_ood']), bins=bins, density=True,
+                    alpha=0.6, label='out-of-distribution')
+        ax.set_xlabel('Predictive entropy (nats)')
+        ax.set_ylabel('Density')
+        ax.set_title(run['name'])
+        ax.legend(fontsize='small')
+    fig.tight_layout()
+    return fig
+
+
+def _markdown(runs, conventions, meta):
+    head = ('| Run | Optimizer | Accuracy (%) | NLL | ECE | AUROC (OOD) '
+            '| AUROC (misclassification) | Brier |')
+    lines = [head, '|' + '---|' * 8]
+    for run in runs:
+        m = run['metrics']
+        cells = [run['name'], run['optimizer'],
+                 _fmt(m.get('accuracy'), '.2f', 100.0),
+                 _fmt(m.get('nll'), '.3f'), _fmt(m.get('ece'), '.3f'),
+                 _fmt(m.get('ood_auroc'), '.3f'),
+                 _fmt(m.get('misclassification_auroc'), '.3f'),
+                 _fmt(m.get('brier'), '.3f')]
+        cells = [str(c).replace('|', '\\|') for c in cells]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    bins = sorted({len(run['calibration']['bin_lower']) for run in runs})
+    lines += [
+        '',
+        'Conventions: ECE over %s equal-width bins of top-label confidence, '
+        'bins (lower, upper] with confidence 1.0 in the last bin. '
+        'AUROC: positive class = out-of-distribution (OOD column) or '
+        'misclassified (misclassification column); score = %s. '
+        'NLL in nats; Brier = sum over classes, mean over examples. '
+        '"-" = undefined.'
+        % ('/'.join(str(b) for b in bins), conventions['uncertainty_score']),
+    ]
+    if meta:
+        lines += ['', 'Setup: ' + ', '.join('%s = %s' % (k, v)
+                                            for k, v in meta.items())]
+    return '\n'.join(lines) + '\n'
+
+
+def write_report(runs, out_dir, conventions=None, meta=None):
+    """Write report.json, report.csv, report.md, the figures and
+    predictions.npz for ``runs`` into ``out_dir`` (created if needed).
+
+    Each run is a dict with ``name``, ``optimizer``, ``metrics`` (from
+    :func:`metrics.summarize`), ``probs``, ``labels``, ``calibration`` (from
+    :func:`metrics.calibration`), ``roc_misclassification`` ((fpr, tpr) or
+    None), ``entropy_in`` and optionally ``ood_probs``, ``roc_ood``,
+    ``entropy_ood``.  ``conventions`` extends or overrides
+    :data:`metrics.CONVENTIONS`; ``meta`` (T, seeds, sizes, ...) is copied
+    into report.json and report.md.  Returns {kind: path} of what was
+    written; the ROC figures are skipped when no run has that curve.
+    """
+    _check_runs(runs)
+    conv = dict(metrics.CONVENTIONS)
+    conv.update(conventions or {})
+    meta = dict(meta or {})
+    os.makedirs(out_dir, exist_ok=True)
+
+    def path(name):
+        return os.path.join(out_dir, name)
+
+    columns = _metric_columns(runs)
+    written = {}
+
+    doc = {
+        'conventions': conv,
+        'meta': meta,
+        'metric_names': columns,
+        'runs': [{'name': run['name'], 'optimizer': run['optimizer'],
+                  'metrics': run['metrics'],
+                  'calibration': run['calibration']} for run in runs],
+    }
+    written['json'] = _atomic_write(
+        path('report.json'),
+        lambda f: json.dump(_plain(doc), f, indent=2, allow_nan=False))
+
+    def write_csv(f):
+        w = csv.writer(f, lineterminator='\n')
+        w.writerow(['name', 'optimizer'] + columns)
+        for run in runs:
+            row = []
+            for k in columns:
+                v = _plain(run['metrics'].get(k))
+                row.append('' if v is None else v)
+            w.writerow([run['name'], run['optimizer']] + row)
+    written['csv'] = _atomic_write(path('report.csv'), write_csv)
+
+    text = _markdown(runs, conv, meta)
+    written['markdown'] = _atomic_write(path('report.md'),
+                                        lambda f: f.write(text))
+
+    for key, title in (('roc_ood', 'Out-of-distribution detection'),
+                       ('roc_misclassification',
+                        'Misclassification detection')):
+        curves = [(run['name'], run[key]) for run in runs
+                  if run.get(key) is not None]
+        if curves:
+            written[key] = _save(_roc_figure(curves, title),
+                                 path(key + '.png'))
+    written['reliability'] = _save(_reliability_figure(runs),
+                                   path('reliability.png'))
+    written['entropy_hist'] = _save(_entropy_figure(runs),
+                                    path('entropy_hist.png'))
+
+    arrays = {}
+    for run in runs:
+        name = run['name']
+        arrays[name + '/probs'] = np.asarray(run['probs'])
+        arrays[name + '/labels'] = np.asarray(run['labels'])
+        if run.get('ood_probs') is not None:
+            arrays[name + '/ood_probs'] = np.asarray(run['ood_probs'])
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    written['predictions'] = _atomic_write(
+        path('predictions.npz'), lambda f: f.write(buf.getvalue()),
+        binary=True)
+    return written

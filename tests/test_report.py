@@ -1,0 +1,165 @@
+"""write_report writes every file, readable and complete, and atomically."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from chainer_vogn import metrics, report
+
+PNGS = ('roc_ood.png', 'roc_misclassification.png', 'reliability.png',
+        'entropy_hist.png')
+
+
+def fake_run(name, optimizer, seed, with_ood=True, n=80, n_ood=50, c=5):
+    """A run built the way the evaluation script builds one, from random
+    Dirichlet samples standing in for T = 4 Monte Carlo softmax outputs."""
+    rng = np.random.RandomState(seed)
+    samples = rng.dirichlet(np.ones(c) * 0.3, size=(4, n))
+    labels = rng.randint(0, c, size=n)
+    probs = samples.mean(0)
+    ood_samples = rng.dirichlet(np.ones(c), size=(4, n_ood)) if with_ood \
+        else None
+    ood = ood_samples.mean(0) if with_ood else None
+    h_in = metrics.predictive_entropy(probs)
+    wrong = probs.argmax(1) != labels
+    mis = metrics.detection_scores(h_in[wrong], h_in[~wrong])
+    run = {
+        'name': name, 'optimizer': optimizer,
+        'metrics': metrics.summarize(probs, labels, samples, ood,
+                                     ood_samples),
+        'probs': probs, 'labels': labels, 'ood_probs': ood,
+        'calibration': metrics.calibration(probs, labels),
+        'roc_misclassification': (mis['fpr'], mis['tpr']),
+        'roc_ood': None, 'entropy_in': h_in, 'entropy_ood': None,
+    }
+    if with_ood:
+        h_ood = metrics.predictive_entropy(ood)
+        det = metrics.detection_scores(h_ood, h_in)
+        run['roc_ood'] = (det['fpr'], det['tpr'])
+        run['entropy_ood'] = h_ood
+    return run
+
+
+@pytest.fixture
+def runs():
+    return [fake_run('vogn', 'VOGN', 0), fake_run('adam', 'Adam', 1),
+            fake_run('mc-dropout', 'MC dropout', 2, with_ood=False)]
+
+
+def png_size(path):
+    """Width and height from the IHDR chunk, after checking the signature."""
+    with open(path, 'rb') as f:
+        head = f.read(24)
+    assert head[:8] == b'\x89PNG\r\n\x1a\n', path
+    assert head[12:16] == b'IHDR', path
+    return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24],
+                                                              'big')
+
+
+def test_write_report_writes_everything(runs, tmp_path):
+    out = tmp_path / 'new' / 'report'
+    meta = {'T': 4, 'seeds': [0, 1, 2], 'n_test': 80}
+    written = report.write_report(runs, str(out), meta=meta,
+                                  conventions={'dataset': 'fake'})
+    names = ['report.json', 'report.csv', 'report.md', 'predictions.npz']
+    names += list(PNGS)
+    assert sorted(os.listdir(out)) == sorted(names)  # no temporary files
+    assert sorted(os.path.basename(p) for p in written.values()) == \
+        sorted(names)
+
+    doc = json.loads((out / 'report.json').read_text())
+    assert [r['name'] for r in doc['runs']] == ['vogn', 'adam', 'mc-dropout']
+    for run, saved in zip(runs, doc['runs']):
+        assert saved['optimizer'] == run['optimizer']
+        assert set(saved['metrics']) == set(metrics.METRIC_NAMES)
+        assert saved['metrics']['accuracy'] == run['metrics']['accuracy']
+        for key, value in run['metrics'].items():
+            if np.isnan(value):
+                assert saved['metrics'][key] is None, key  # NaN -> null
+            else:
+                assert saved['metrics'][key] == value, key
+        assert saved['calibration']['bin_count'] == \
+            run['calibration']['bin_count'].tolist()
+    assert doc['runs'][2]['metrics']['ood_auroc'] is None
+    for key, text in metrics.CONVENTIONS.items():
+        assert doc['conventions'][key] == text
+    assert doc['conventions']['dataset'] == 'fake'
+    assert doc['meta'] == meta
+
+    with open(out / 'report.csv', newline='') as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ['name', 'optimizer'] + list(metrics.METRIC_NAMES)
+    assert [r[0] for r in rows[1:]] == ['vogn', 'adam', 'mc-dropout']
+    col = rows[0].index('accuracy')
+    for run, row in zip(runs, rows[1:]):
+        assert len(row) == len(rows[0])
+        assert float(row[col]) == pytest.approx(run['metrics']['accuracy'])
+    assert rows[3][rows[0].index('ood_auroc')] == ''
+
+    md = (out / 'report.md').read_text()
+    table = [line for line in md.splitlines() if line.startswith('|')]
+    assert len(table) == 2 + len(runs)
+    assert 'AUROC (OOD)' in table[0] and 'ECE' in table[0]
+    for run, line in zip(runs, table[2:]):
+        assert line.startswith('| %s | %s |' % (run['name'],
+                                                run['optimizer']))
+        assert '%.2f' % (100 * run['metrics']['accuracy']) in line
+    assert '15 equal-width bins' in md
+    assert 'out-of-distribution' in md
+
+    for name in PNGS:
+        width, height = png_size(out / name)
+        assert 300 <= width <= 3000 and 300 <= height <= 3000, name
+    import matplotlib.image
+    image = matplotlib.image.imread(str(out / 'reliability.png'))
+    assert image.ndim == 3 and image.std() > 0  # something was drawn
+
+    with np.load(out / 'predictions.npz') as npz:
+        assert sorted(npz.files) == sorted([
+            'vogn/probs', 'vogn/labels', 'vogn/ood_probs',
+            'adam/probs', 'adam/labels', 'adam/ood_probs',
+            'mc-dropout/probs', 'mc-dropout/labels'])
+        np.testing.assert_array_equal(npz['adam/probs'], runs[1]['probs'])
+        np.testing.assert_array_equal(npz['adam/labels'], runs[1]['labels'])
+
+
+def test_no_ood_figure_without_ood_data(runs, tmp_path):
+    written = report.write_report(runs[2:], str(tmp_path))
+    assert 'roc_ood' not in written
+    assert not (tmp_path / 'roc_ood.png').exists()
+    assert (tmp_path / 'roc_misclassification.png').exists()
+    assert (tmp_path / 'entropy_hist.png').exists()
+
+
+def test_failed_write_keeps_the_old_report(runs, tmp_path, monkeypatch):
+    report.write_report(runs, str(tmp_path))
+    good = (tmp_path / 'report.json').read_bytes()
+    json.loads(good)
+
+    def broken_dump(obj, f, **kwargs):
+        f.write('{"runs": [')  # half a document, then a crash
+        raise OSError('disk full')
+
+    monkeypatch.setattr(json, 'dump', broken_dump)
+    with pytest.raises(OSError, match='disk full'):
+        report.write_report(runs[:1], str(tmp_path))
+    assert (tmp_path / 'report.json').read_bytes() == good
+    assert not [p for p in os.listdir(tmp_path) if p.endswith('.tmp')]
+
+
+@pytest.mark.parametrize('bad, match', [
+    ([], 'non-empty'),
+    ([{'name': 'a'}], 'lacks'),
+    ('two same names', 'twice'),
+    ('slash', 'name'),
+])
+def test_bad_runs_are_rejected(runs, tmp_path, bad, match):
+    if bad == 'two same names':
+        bad = [runs[0], dict(runs[1], name='vogn')]
+    elif bad == 'slash':
+        bad = [dict(runs[0], name='a/b')]
+    with pytest.raises(ValueError, match=match):
+        report.write_report(bad, str(tmp_path))
+    assert os.listdir(tmp_path) == []
