@@ -1,0 +1,333 @@
+"""Wires datasets, models, optimizers and ChainerMN into a Chainer Trainer.
+
+``run(args)`` is all of train.py.  Every rank builds the same model and
+optimizer; rank 0's initial weights are broadcast once; each rank trains on
+the shard of its data communicator; rank 0 alone prints, plots and writes
+``model.npz`` and ``config.json``.  Every rank writes its own snapshot
+(``snapshot_rank<r>_epoch<e>.npz``: weights, optimizer state, iterator
+position and random states), so ``--resume`` continues exactly.
+"""
+import glob
+import json
+import math
+import os
+import platform
+import re
+import sys
+import tempfile
+
+import numpy
+
+import chainer
+import chainer.links as L
+from chainer import serializers
+from chainer import training
+from chainer.training import extensions
+from chainer.training import triggers
+import chainermn
+
+from chainer_vogn import datasets
+from chainer_vogn import distributed
+from chainer_vogn import models
+from chainer_vogn import posterior
+from chainer_vogn.distributed import DistributedVOGN
+
+#: Conv nets are built for CIFAR-sized inputs; smaller images are upsampled.
+CONV_IMAGE_SIZE = 32
+
+_SNAPSHOT = 'snapshot_rank{rank}_epoch{{.updater.epoch}}.npz'
+_SNAPSHOT_RE = re.compile(r'snapshot_rank(\d+)_epoch(\d+)\.npz$')
+
+
+def snapshot_path(folder, rank, epoch):
+    return os.path.join(folder, 'snapshot_rank{}_epoch{}.npz'.format(
+        rank, epoch))
+
+
+class RunError(Exception):
+    """A failure to report in one line, then end the job on every rank."""
+
+
+def fail(message):
+    """Print ``message`` and end the job: every rank, if there are several.
+
+    A rank that merely exited would leave the others blocked in their next
+    collective call, so a multi-process job is aborted through MPI.
+    """
+    from mpi4py import MPI
+    world = MPI.COMM_WORLD
+    prefix = '[rank {}] '.format(world.rank) if world.size > 1 else ''
+    sys.stderr.write(prefix + message + '\n')
+    sys.stderr.flush()
+    if world.size > 1:
+        world.Abort(1)
+    sys.exit(1)
+
+
+def write_json(path, data):
+    """Write JSON atomically: a crash never leaves half a file behind."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
+    with os.fdopen(fd, 'w') as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def versions():
+    info = {'python': platform.python_version(), 'numpy': numpy.__version__,
+            'chainer': chainer.__version__}
+    try:
+        import cupy
+        info['cupy'] = cupy.__version__
+    except ImportError:
+        pass
+    return info
+
+
+class MeanGradients(object):
+    """Optimizer hook: average gradients over all ranks before the update.
+
+    The baselines' data parallelism, without ChainerMN's multi-node
+    optimizer wrapper, which skips the first update.
+    """
+
+    name = 'MeanGradients'
+    call_for_each_param = False
+    timing = 'pre'
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    def __call__(self, optimizer):
+        if self.comm.size > 1:
+            self.comm.multi_node_mean_grad(optimizer.target)
+
+
+class Updater(training.updaters.StandardUpdater):
+    """StandardUpdater whose snapshots also carry random number generators.
+
+    ``random_states`` maps names to objects with ``get_state``/``set_state``
+    (numpy RandomStates, or the ``numpy.random`` module for the global one
+    that dropout draws from).
+    """
+
+    def __init__(self, iterator, optimizer, device, random_states):
+        super(Updater, self).__init__(iterator, optimizer, device=device)
+        self.random_states = random_states
+
+    def serialize(self, serializer):
+        super(Updater, self).serialize(serializer)
+        for name, rng in sorted(self.random_states.items()):
+            kind, keys, pos, has_gauss, cached = rng.get_state()
+            s = serializer['random_' + name]
+            keys = s('keys', keys.copy())
+            rest = s('rest', numpy.array([pos, has_gauss, cached], 'd'))
+            rng.set_state((kind, numpy.asarray(keys, numpy.uint32),
+                           int(rest[0]), int(rest[1]), float(rest[2])))
+
+
+class CheckFinite(training.Extension):
+    """Stop with a clear message when the training loss is not finite.
+
+    It runs before the snapshot, so the newest snapshot stays a good one.
+    """
+
+    trigger = 1, 'iteration'
+    priority = training.PRIORITY_WRITER + 1
+
+    def __call__(self, trainer):
+        loss = trainer.observation.get('main/loss')
+        if loss is not None and not math.isfinite(float(loss.array
+                                                        if hasattr(loss, 'array')
+                                                        else loss)):
+            raise FloatingPointError(
+                'training loss is {} at iteration {} (epoch {}); stopping. '
+                'The newest snapshot in the output folder is the last good '
+                'state.'.format(float(loss.array), trainer.updater.iteration,
+                                trainer.updater.epoch))
+
+
+def select_device(args, comm):
+    if args.device < 0:
+        return chainer.get_device('@numpy')
+    device = chainer.get_device('@cupy:{}'.format(args.device + comm.intra_rank))
+    device.use()
+    return device
+
+
+def build_model(args, info):
+    predictor = models.get_model(args.arch, info['n_classes'],
+                                 in_channels=info['in_channels'],
+                                 dropout=args.dropout)
+    return L.Classifier(predictor)
+
+
+def image_size_for(args):
+    native = {'digits': 8, 'mnist': 28}.get(args.dataset, 32)
+    if args.arch != 'mlp' and native < CONV_IMAGE_SIZE:
+        return CONV_IMAGE_SIZE
+    return None
+
+
+def build_optimizer(args, comm, dataset_size):
+    if args.optimizer == 'vogn':
+        return DistributedVOGN(
+            comm, dataset_size, num_sample_groups=args.samples, lr=args.lr,
+            beta1=args.beta1, beta2=args.beta2,
+            prior_precision=args.prior_precision, tau=args.tau,
+            damping=args.damping, init_precision=args.init_precision,
+            num_samples=args.mc, aug_factor=args.aug_factor,
+            bias_correction=args.bias_correction,
+            tau_warmup_steps=args.tau_warmup_steps, tau_init=args.tau_init,
+            seed=args.seed)
+    if args.optimizer == 'sgd':
+        return chainer.optimizers.MomentumSGD(lr=args.lr,
+                                              momentum=args.momentum)
+    return chainer.optimizers.Adam(alpha=args.lr)
+
+
+def setup_optimizer(optimizer, model, args, comm):
+    optimizer.setup(model)
+    if isinstance(optimizer, DistributedVOGN):
+        return optimizer
+    comm.bcast_data(model)
+    optimizer.add_hook(MeanGradients(comm))
+    if args.weight_decay > 0:
+        optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(
+            args.weight_decay))
+    return optimizer
+
+
+def find_resume_epoch(folder, comm):
+    """The newest epoch whose snapshot every rank has (None if there is none)."""
+    epochs = set()
+    for path in glob.glob(os.path.join(folder, 'snapshot_rank*_epoch*.npz')):
+        match = _SNAPSHOT_RE.search(path)
+        if match and int(match.group(1)) == comm.rank:
+            epochs.add(int(match.group(2)))
+    common = set.intersection(*comm.mpi_comm.allgather(epochs))
+    return max(common) if common else None
+
+
+def check_output_folder(args, comm):
+    taken = [name for name in ('model.npz', 'snapshot_rank0_epoch*.npz')
+             if glob.glob(os.path.join(args.out, name))]
+    if taken and not args.resume:
+        raise RunError(
+            '--out {} already holds a run ({}); pass --resume to continue it '
+            'or choose another --out'.format(args.out, ', '.join(taken)))
+
+
+def config_record(args, comm, optimizer, info):
+    record = dict(vars(args))
+    record.update(
+        processes=comm.size, sample_groups=args.samples,
+        data_shards=comm.size // args.samples, dataset_info=info,
+        versions=versions(), command=' '.join(sys.argv))
+    if isinstance(optimizer, DistributedVOGN):
+        record['dataset_size'] = optimizer.dataset_size
+    return record
+
+
+def run(args):
+    """Train as train.py does; returns the trainer (for tests)."""
+    distributed.abort_on_uncaught_exception()
+    comm = distributed.create_communicator(args.communicator, args.device)
+    layout = distributed.Layout(comm.size, comm.rank, args.samples)
+    check_output_folder(args, comm)
+    device = select_device(args, comm)
+
+    train, test, info = datasets.get_dataset(
+        args.dataset, data_dir=args.data_dir,
+        allow_download=args.allow_download, image_size=image_size_for(args))
+    numpy.random.seed(args.seed)
+    model = build_model(args, info)
+    model.to_device(device)
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        model.predictor(device.send(train[0][0][None]))  # lazy shapes
+    optimizer = setup_optimizer(build_optimizer(args, comm, len(train)),
+                                model, args, comm)
+    data_comm = getattr(optimizer, 'data_comm', comm)
+
+    # Shards: rank data_id of every sample group gets the same one, and
+    # the same order and augmentation, so a sample communicator sees the
+    # same minibatches.
+    shard = chainermn.scatter_dataset(train, data_comm, shuffle=True,
+                                      seed=args.seed)
+    order_rng = numpy.random.RandomState([args.seed, layout.data_id, 1])
+    random_states = {'order': order_rng, 'global': numpy.random}
+    if args.augment:
+        crop_flip = datasets.RandomCropFlip(seed=[args.seed, layout.data_id, 2])
+        shard = chainer.datasets.TransformDataset(shard, crop_flip)
+        random_states['augment'] = crop_flip.random_state
+    train_iter = chainer.iterators.SerialIterator(
+        shard, args.batchsize,
+        order_sampler=chainer.iterators.ShuffleOrderSampler(order_rng))
+    test_iter = chainer.iterators.SerialIterator(
+        chainermn.scatter_dataset(test, comm), args.eval_batchsize,
+        repeat=False, shuffle=False)
+
+    updater = Updater(train_iter, optimizer, device, random_states)
+    trainer = training.Trainer(updater, (args.epochs, 'epoch'), out=args.out)
+    evaluator = extensions.Evaluator(test_iter, model, device=device)
+    trainer.extend(chainermn.create_multi_node_evaluator(evaluator, comm),
+                   trigger=(1, 'epoch'))
+    trainer.extend(CheckFinite())
+    if args.lr_milestones:
+        attr = 'alpha' if isinstance(optimizer, chainer.optimizers.Adam) \
+            else 'lr'
+        trainer.extend(extensions.ExponentialShift(attr, args.lr_decay),
+                       trigger=triggers.ManualScheduleTrigger(
+                           args.lr_milestones, 'epoch'))
+    trainer.extend(
+        extensions.snapshot(filename=_SNAPSHOT.format(rank=comm.rank),
+                            n_retains=2),
+        trigger=(args.snapshot_interval, 'epoch'))
+    if comm.rank == 0:
+        _add_reports(trainer, args)
+
+    os.makedirs(args.out, exist_ok=True)
+    record = config_record(args, comm, optimizer, info)
+    if comm.rank == 0:
+        write_json(os.path.join(args.out, 'config.json'), record)
+    if args.resume:
+        epoch = find_resume_epoch(args.out, comm)
+        if epoch is not None:
+            serializers.load_npz(snapshot_path(args.out, comm.rank, epoch),
+                                 trainer)
+        if comm.rank == 0:
+            print('resuming from epoch {}'.format(epoch) if epoch else
+                  'no snapshot in {}: starting afresh'.format(args.out))
+    trainer.run()
+
+    if comm.rank == 0:
+        meta = {'arch': args.arch, 'optimizer': args.optimizer,
+                'dataset': args.dataset, 'dropout': args.dropout,
+                'n_classes': info['n_classes'],
+                'in_channels': info['in_channels'],
+                'image_size': info['image_size']}
+        posterior.save_posterior(
+            os.path.join(args.out, 'model.npz'), model,
+            optimizer if isinstance(optimizer, DistributedVOGN) else None,
+            meta=meta)
+        record['finished'] = True
+        record['final'] = trainer.get_extension('LogReport').log[-1]
+        write_json(os.path.join(args.out, 'config.json'), record)
+    return trainer
+
+
+def _add_reports(trainer, args):
+    trainer.extend(extensions.LogReport(trigger=(1, 'epoch')))
+    trainer.extend(extensions.PrintReport(
+        ['epoch', 'iteration', 'main/loss', 'main/accuracy',
+         'validation/main/loss', 'validation/main/accuracy',
+         'elapsed_time']))
+    if args.progress:
+        trainer.extend(extensions.ProgressBar(update_interval=10))
+    if extensions.PlotReport.available():
+        trainer.extend(extensions.PlotReport(
+            ['main/loss', 'validation/main/loss'], 'epoch',
+            file_name='loss.png'))
+        trainer.extend(extensions.PlotReport(
+            ['main/accuracy', 'validation/main/accuracy'], 'epoch',
+            file_name='accuracy.png'))

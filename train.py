@@ -1,0 +1,26 @@
+#!/usr/bin/env python
+"""Train with VOGN or a baseline, on one process or many.
+
+    python train.py --dataset digits --arch mlp --epochs 5
+    mpiexec -n 16 python train.py --config configs/cifar10_lenet5_vogn.yaml --samples 4
+
+See README.md for every option and the paper's settings in configs/.
+"""
+import sys
+
+import chainer_vogn  # NOQA: makes chainer importable on every stack
+from chainer_vogn import cli
+from chainer_vogn import training
+
+
+def main(argv=None):
+    args = cli.parse_args(argv)
+    try:
+        training.run(args)
+    except (training.RunError, ValueError, FileNotFoundError,
+            FloatingPointError) as e:
+        training.fail('train.py: error: {}'.format(e))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
