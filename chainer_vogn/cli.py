@@ -55,6 +55,10 @@ def build_parser():
     g.add_argument('--data-dir', default=None,
                    help='folder with the official dataset files '
                         '(default: ./data)')
+    g.add_argument('--classes', default=None, metavar='LIST',
+                   help='train on these classes only, e.g. 0-4 (relabelled '
+                        '0..k-1), holding the rest out as out-of-distribution '
+                        'data for evaluate.py --ood holdout:5-9')
     g.add_argument('--allow-download', action='store_true',
                    help='let Chainer download MNIST when it is not cached')
     g.add_argument('--dropout', type=float, default=None,

@@ -169,6 +169,27 @@ def image_size_for(args):
     return None
 
 
+def load_data(args):
+    """(train, test, info) as the run with options ``args`` sees them.
+
+    evaluate.py calls this with a run's recorded options, so its test set
+    goes through exactly the same classes, size and standardisation.
+    """
+    train, test, info = datasets.get_dataset(
+        args.dataset, data_dir=args.data_dir,
+        allow_download=args.allow_download, image_size=image_size_for(args))
+    if args.classes:
+        classes = datasets.parse_class_range(args.classes)
+        if max(classes) >= info['n_classes']:
+            raise ValueError('--classes {}: {} has only classes 0-{}'.format(
+                args.classes, args.dataset, info['n_classes'] - 1))
+        train = datasets.select_classes(train, classes, relabel=True)
+        test = datasets.select_classes(test, classes, relabel=True)
+        info = dict(info, n_classes=len(classes), classes=classes,
+                    n_train=len(train), n_test=len(test))
+    return train, test, info
+
+
 def build_optimizer(args, comm, dataset_size):
     if args.optimizer == 'vogn':
         return DistributedVOGN(
@@ -237,9 +258,7 @@ def run(args):
     check_output_folder(args, comm)
     device = select_device(args, comm)
 
-    train, test, info = datasets.get_dataset(
-        args.dataset, data_dir=args.data_dir,
-        allow_download=args.allow_download, image_size=image_size_for(args))
+    train, test, info = load_data(args)
     numpy.random.seed(args.seed)
     model = build_model(args, info)
     model.to_device(device)
