@@ -8,9 +8,10 @@ import argparse
 import json
 import os
 
+from chainer_vogn.datasets import DATASETS
+from chainer_vogn.models import ARCHS
+
 OPTIMIZERS = ('vogn', 'adam', 'mcdropout', 'sgd')
-ARCHS = ('mlp', 'lenet5', 'alexnet', 'resnet18')
-DATASETS = ('cifar10', 'cifar100', 'svhn', 'mnist', 'digits')
 COMMUNICATORS = ('naive', 'flat', 'pure_nccl')
 
 #: Learning rate when --lr is not given: VOGN's and Adam's step sizes are
