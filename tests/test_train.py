@@ -1,0 +1,235 @@
+"""train.py end to end on the bundled digits: options, outputs, resume, failures."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy
+import pytest
+
+import chainer_vogn
+from chainer_vogn import cli
+from chainer_vogn import training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(REPO, 'train.py')
+SMALL = ['--dataset', 'digits', '--arch', 'mlp', '--no-progress']
+
+
+def _train(args, **kwargs):
+    return subprocess.run([sys.executable, TRAIN] + SMALL + args,
+                          capture_output=True, text=True, timeout=300,
+                          **kwargs)
+
+
+# Options and configuration files
+
+def test_every_shipped_config_parses():
+    paths = sorted(glob.glob(os.path.join(REPO, 'configs', '*.yaml')))
+    names = {os.path.basename(p) for p in paths}
+    for arch in ('lenet5', 'alexnet', 'resnet18'):
+        for opt in ('vogn', 'adam', 'mcdropout'):
+            assert 'cifar10_{}_{}.yaml'.format(arch, opt) in names
+    for path in paths:
+        args = cli.parse_args(['--config', path])
+        assert args.dataset == 'cifar10'
+        assert args.optimizer in os.path.basename(path)
+
+
+def test_command_line_wins_over_config(tmp_path):
+    config = tmp_path / 'c.json'
+    config.write_text(json.dumps({'optimizer': 'adam', 'lr': 0.5,
+                                  'weight-decay': 0.1,
+                                  'lr_milestones': '3,6'}))
+    args = cli.parse_args(['--config', str(config), '--lr', '0.25'])
+    assert (args.optimizer, args.lr, args.weight_decay,
+            args.lr_milestones) == ('adam', 0.25, 0.1, [3, 6])
+
+
+@pytest.mark.parametrize('content, message', [
+    ({'learning_rate': 1}, 'unknown options'),
+    ({'optimizer': 'rmsprop'}, 'not one of'),
+])
+def test_bad_config_is_named(tmp_path, capsys, content, message):
+    config = tmp_path / 'c.json'
+    config.write_text(json.dumps(content))
+    with pytest.raises(SystemExit):
+        cli.parse_args(['--config', str(config)])
+    assert message in capsys.readouterr().err
+
+
+def test_samples_are_for_vogn_only(capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args(['--optimizer', 'adam', '--samples', '2'])
+    assert 'applies to vogn only' in capsys.readouterr().err
+
+
+# Smoke runs: every optimizer learns and leaves its outputs
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('runs')
+    out = {}
+    for opt in ('vogn', 'adam', 'mcdropout', 'sgd'):
+        folder = str(root / opt)
+        extra = ['--prior-precision', '50'] if opt == 'vogn' else []
+        result = _train(['--optimizer', opt, '--epochs', '2', '--out',
+                         folder] + extra)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out[opt] = folder
+    return out
+
+
+@pytest.mark.parametrize('opt', ['vogn', 'adam', 'mcdropout', 'sgd'])
+def test_smoke_run_learns_and_writes_outputs(runs, opt):
+    folder = runs[opt]
+    with open(os.path.join(folder, 'log')) as f:
+        log = json.load(f)
+    assert [entry['epoch'] for entry in log] == [1, 2]
+    # 10 classes: chance is 0.1.
+    assert log[-1]['validation/main/accuracy'] > 0.5, log[-1]
+    with open(os.path.join(folder, 'config.json')) as f:
+        config = json.load(f)
+    assert config['finished'] and config['optimizer'] == opt
+    assert (config['processes'], config['sample_groups'],
+            config['data_shards']) == (1, 1, 1)
+    assert config['versions']['chainer'] == '7.8.1'
+    post = chainer_vogn.load_posterior(os.path.join(folder, 'model.npz'))
+    assert post.meta['arch'] == 'mlp' and post.meta['optimizer'] == opt
+    assert post.is_point_estimate == (opt != 'vogn')
+    for name in ('loss.png', 'accuracy.png'):
+        with open(os.path.join(folder, name), 'rb') as f:
+            assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert glob.glob(os.path.join(folder, 'snapshot_rank0_epoch2.npz'))
+
+
+def test_existing_run_is_not_overwritten(runs):
+    before = open(os.path.join(runs['adam'], 'model.npz'), 'rb').read()
+    result = _train(['--optimizer', 'adam', '--out', runs['adam']])
+    assert result.returncode != 0
+    assert 'already holds a run' in result.stderr
+    assert open(os.path.join(runs['adam'], 'model.npz'), 'rb').read() == \
+        before
+
+
+def test_sample_parallel_run_under_mpiexec(mpiexec, tmp_path):
+    cmd = mpiexec(2) + [TRAIN] + SMALL + [
+        '--samples', '2', '--epochs', '1', '--out', str(tmp_path),
+        '--prior-precision', '50']
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = json.load(open(str(tmp_path / 'config.json')))
+    assert (config['processes'], config['sample_groups'],
+            config['data_shards']) == (2, 2, 1)
+    # Every rank keeps its own snapshot for --resume.
+    assert os.path.exists(str(tmp_path / 'snapshot_rank1_epoch1.npz'))
+    log = json.load(open(str(tmp_path / 'log')))
+    assert log[-1]['validation/main/accuracy'] > 0.3
+
+
+def test_impossible_layout_ends_every_rank_with_the_message(mpiexec,
+                                                             tmp_path):
+    start = time.time()
+    cmd = mpiexec(4) + [TRAIN] + SMALL + ['--samples', '3', '--out',
+                                           str(tmp_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert time.time() - start < 60
+    assert 'cannot split 4 processes into 3 sample groups' in result.stderr
+
+
+# Resuming
+
+def _mu(folder):
+    post = chainer_vogn.load_posterior(os.path.join(folder, 'model.npz'))
+    return post.mu, post.sigma
+
+
+@pytest.mark.parametrize('opt, extra', [
+    ('vogn', ['--augment', '--prior-precision', '50', '--mc', '2']),
+    ('mcdropout', []),
+])
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, opt, extra):
+    args = ['--optimizer', opt, '--epochs', '6', '--batchsize', '16'] + extra
+    whole = str(tmp_path / 'whole')
+    result = _train(args + ['--out', whole])
+    assert result.returncode == 0, result.stderr
+
+    cut = str(tmp_path / 'cut')
+    proc = subprocess.Popen([sys.executable, TRAIN] + SMALL + args +
+                            ['--out', cut], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    target = os.path.join(cut, 'snapshot_rank0_epoch2.npz')
+    deadline = time.time() + 120
+    while not os.path.exists(target) and proc.poll() is None and \
+            time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(cut, 'model.npz')), \
+        'the run finished before it could be killed'
+
+    result = _train(args + ['--out', cut, '--resume'])
+    assert result.returncode == 0, result.stderr
+    assert 'resuming from epoch' in result.stdout
+    mu_a, sigma_a = _mu(whole)
+    mu_b, sigma_b = _mu(cut)
+    for name in mu_a:
+        numpy.testing.assert_array_equal(mu_a[name], mu_b[name], name)
+        numpy.testing.assert_array_equal(sigma_a[name], sigma_b[name], name)
+    assert len(json.load(open(os.path.join(cut, 'log')))) == 6
+
+
+def test_resume_without_snapshot_starts_afresh(tmp_path):
+    result = _train(['--optimizer', 'adam', '--epochs', '1', '--out',
+                     str(tmp_path), '--resume'])
+    assert result.returncode == 0, result.stderr
+    assert 'starting afresh' in result.stdout
+
+
+# Non-finite training stops at the step, keeping the last good snapshot
+
+class _PoisonedInSecondEpoch(object):
+    """Wraps a dataset; examples turn NaN halfway through the second epoch."""
+
+    def __init__(self, dataset):
+        self.dataset, self.reads = dataset, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        x, t = self.dataset[i]
+        if self.reads > 1.5 * len(self.dataset):
+            x = x * numpy.nan
+        return x, t
+
+
+@pytest.mark.parametrize('opt, message', [
+    ('vogn', 'VOGN step'), ('adam', 'training loss is nan')])
+def test_non_finite_loss_stops_with_last_good_snapshot(
+        tmp_path, monkeypatch, opt, message):
+    load = training.load_data
+
+    def poisoned(args):
+        train, test, info = load(args)
+        return _PoisonedInSecondEpoch(train), test, info
+
+    monkeypatch.setattr(training, 'load_data', poisoned)
+    monkeypatch.setattr(training.distributed, 'abort_on_uncaught_exception',
+                        lambda: None)
+    args = cli.parse_args(SMALL + ['--optimizer', opt, '--epochs', '3',
+                                   '--out', str(tmp_path)])
+    with pytest.raises(FloatingPointError, match=message):
+        training.run(args)
+    assert not os.path.exists(str(tmp_path / 'model.npz'))
+    snapshot = str(tmp_path / 'snapshot_rank0_epoch1.npz')
+    with numpy.load(snapshot) as f:
+        weights = [f[k] for k in f.files if k.startswith('updater/model:main/')
+                   and k.endswith(('/W', '/b'))]
+    assert weights and all(numpy.isfinite(w).all() for w in weights)
+    assert not os.path.exists(str(tmp_path / 'snapshot_rank0_epoch2.npz'))
