@@ -88,7 +88,7 @@ def build_parser():
     g.add_argument('--momentum', type=float, default=0.9,
                    help='momentum of sgd')
     g.add_argument('--seed', type=int, default=0)
-    g = p.add_argument_group('VOGN (see shared/spec/vogn.md)')
+    g = p.add_argument_group('VOGN (see docs/algorithm.md)')
     g.add_argument('--beta1', type=float, default=0.9)
     g.add_argument('--beta2', type=float, default=0.999)
     g.add_argument('--prior-precision', type=float, default=1.0)

@@ -10,7 +10,7 @@ Since grad l_i = B * (the share of example i in the mean-loss gradient),
     h = (1/B) sum_i (B a_i)^2 = B sum_i a_i^2,
 
 where a_i is that share.  The rules for a_i, layer by layer, are the ones of
-``shared/spec/vogn.md``:
+``docs/algorithm.md`` (after the project spec):
 
 * Linear: a_i = gy_i x_i^T, so sum_i a_i^2 = (gy^2)^T (x^2), one matmul.
 * Convolution2D: a_i = gy_i (O x HW) times im2col(x_i)^T (HW x C kh kw),

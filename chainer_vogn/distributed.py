@@ -1,7 +1,7 @@
 """VOGN over many processes: data shards and Monte Carlo samples at once.
 
-P processes form S sample groups of D = P / S ranks each (``shared/spec/
-vogn.md``, "Distributed layout"):
+P processes form S sample groups of D = P / S ranks each (``docs/
+algorithm.md``, "Distributed layout"):
 
 * rank r has ``sample_id = r // D`` and ``data_id = r % D``;
 * the *data communicator* joins the D ranks of one sample group (same weight
