@@ -1,5 +1,7 @@
-# `make test`: build both virtual environments from nothing and run the suite
-# on each.  `make demo`: see README.md.
+# `make demo`: set up .venv, then train VOGN (sample-parallel under mpiexec),
+# Adam and MC dropout on the bundled digits and evaluate them together
+# (jobscripts/local.sh).  `make test`: build both virtual environments from
+# nothing and run the whole suite on each.
 # An interpreter of the given version that really runs (pyenv shims of
 # versions that are installed but not selected do not).
 find_python = $(firstword $(foreach p,python$(1) $(wildcard $(HOME)/.pyenv/versions/$(1)*/bin/python$(1)),\
@@ -10,13 +12,18 @@ VENV ?= .venv
 VENV_NUMPY2 ?= .venv-py312
 PYTEST_ARGS ?= -q
 
-# pip >= 25.3 reads PIP_BUILD_CONSTRAINT for build environments; older pip
-# applies PIP_CONSTRAINT there, which is why both files pin setuptools<82.
+# Chainer 7.8.1 builds only with setuptools<82.  pip is upgraded first, so
+# PIP_BUILD_CONSTRAINT (pip >= 25.3) pins that in chainer's build environment
+# alone, and the NumPy 2 stack still gets the newest setuptools itself.
 PIP_ENV = PIP_BUILD_CONSTRAINT=$(CURDIR)/requirements/build.txt PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: test test-py311 test-py312 env clean
+.PHONY: demo test test-py311 test-py312 env clean
 
 test: test-py311 test-py312
+
+demo: $(VENV)/.installed
+	PYTHON=$(CURDIR)/$(VENV)/bin/python MPIEXEC=$(CURDIR)/$(VENV)/bin/mpiexec \
+		bash jobscripts/local.sh
 
 env: $(VENV)/.installed
 
