@@ -1,0 +1,235 @@
+"""evaluate.py end to end: tiny runs trained by train.py on digits classes
+0-4, evaluated with classes 5-9 as OOD data, on one process and on two."""
+import csv
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+import chainer_vogn  # NOQA
+
+from chainer_vogn import metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(REPO, 'train.py')
+EVALUATE = os.path.join(REPO, 'evaluate.py')
+OPTIMIZERS = ('vogn', 'adam', 'mcdropout')
+T = 3
+OPTIONS = ['--ood', 'holdout:5-9', '--mc-samples', str(T)]
+FILES = ('report.json', 'report.csv', 'report.md', 'predictions.npz',
+         'roc_ood.png', 'roc_misclassification.png', 'reliability.png',
+         'entropy_hist.png')
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    """The --out folders of three tiny runs, trained side by side."""
+    root = tmp_path_factory.mktemp('runs')
+    jobs = {}
+    for optimizer in OPTIMIZERS:
+        out = str(root / optimizer)
+        jobs[out] = subprocess.Popen(
+            [sys.executable, TRAIN, '--optimizer', optimizer, '--dataset',
+             'digits', '--classes', '0-4', '--epochs', '2', '--batchsize',
+             '64', '--no-progress', '--out', out],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for out, job in jobs.items():
+        log = job.communicate(timeout=240)[0]
+        assert job.returncode == 0, log
+    return list(jobs)
+
+
+def evaluate(prefix, args, timeout=240):
+    """Run evaluate.py after ``prefix`` (an interpreter, or mpiexec's)."""
+    return subprocess.run(list(prefix) + [EVALUATE] + args,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def single(runs, tmp_path_factory):
+    """evaluate.py on one process: (output folder, completed process)."""
+    out = str(tmp_path_factory.mktemp('single') / 'report')
+    result = evaluate([sys.executable], runs + OPTIONS + ['--out', out])
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, result
+
+
+def png_size(path):
+    with open(path, 'rb') as f:
+        head = f.read(24)
+    assert head[:8] == b'\x89PNG\r\n\x1a\n' and head[12:16] == b'IHDR', path
+    return int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24],
+                                                              'big')
+
+
+def test_end_to_end(single):
+    out, result = single
+    assert sorted(os.listdir(out)) == sorted(FILES)
+    for name in FILES:
+        if name.endswith('.png'):
+            width, height = png_size(os.path.join(out, name))
+            assert 300 <= width <= 3000 and 300 <= height <= 3000, name
+
+    with open(os.path.join(out, 'report.json')) as f:
+        doc = json.load(f)
+    assert [r['name'] for r in doc['runs']] == list(OPTIMIZERS)
+    assert [r['optimizer'] for r in doc['runs']] == \
+        ['VOGN', 'Adam', 'MC dropout']
+    assert doc['meta']['T'] == {'vogn': T, 'adam': 1, 'mcdropout': T}
+    assert doc['meta']['seed'] == 0 and doc['meta']['processes'] == 1
+    assert 'sample_seeds' in doc['conventions']
+    predictions = numpy.load(os.path.join(out, 'predictions.npz'))
+    for run in doc['runs']:
+        m, name = run['metrics'], run['name']
+        assert m['mc_samples'] == doc['meta']['T'][name]
+        # Digits test set: 180 examples of classes 0-4 and 180 of 5-9.
+        assert (m['n_in'], m['n_ood']) == (180, 180)
+        for key in ('accuracy', 'nll', 'brier', 'ece', 'ood_auroc',
+                    'misclassification_auroc'):
+            assert isinstance(m[key], float), (name, key)
+        # Mutual information needs T > 1 samples.
+        assert (m['ood_auroc_mutual_information'] is None) == \
+            (name == 'adam')
+        probs = predictions[name + '/probs']
+        labels = predictions[name + '/labels']
+        assert probs.shape == (180, 5)
+        assert predictions[name + '/ood_probs'].shape == (180, 5)
+        assert set(labels.tolist()) == set(range(5))
+        assert m['accuracy'] == pytest.approx(metrics.accuracy(probs,
+                                                               labels))
+    # Two epochs of Adam already separate the five digits.
+    assert doc['runs'][1]['metrics']['accuracy'] > 0.8
+
+    with open(os.path.join(out, 'report.csv')) as f:
+        rows = list(csv.DictReader(f))
+    assert [r['name'] for r in rows] == list(OPTIMIZERS)
+    assert [int(r['mc_samples']) for r in rows] == [T, 1, T]
+    with open(os.path.join(out, 'report.md')) as f:
+        table = f.read()
+    rows = [line for line in table.splitlines() if line.startswith('| ')]
+    assert len(rows) == 4  # header and three runs
+    assert table.strip() in result.stdout
+    assert os.path.abspath(out) in result.stdout.splitlines()[-1]
+    for i, name in enumerate(OPTIMIZERS):
+        assert '[{}/3] {}:'.format(i + 1, name) in result.stdout
+
+
+def test_two_processes_give_the_single_process_result(runs, single, mpiexec,
+                                                      tmp_path):
+    out = str(tmp_path / 'report')
+    result = evaluate(mpiexec(2), runs + OPTIONS + ['--out', out])
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Only rank 0 prints.
+    assert result.stdout.count('[1/3] vogn') == 1
+    want = numpy.load(os.path.join(single[0], 'predictions.npz'))
+    got = numpy.load(os.path.join(out, 'predictions.npz'))
+    assert sorted(got.files) == sorted(want.files)
+    for key in want.files:
+        numpy.testing.assert_allclose(got[key], want[key], rtol=1e-6,
+                                      atol=1e-12, err_msg=key)
+    docs = []
+    for folder in (single[0], out):
+        with open(os.path.join(folder, 'report.json')) as f:
+            docs.append(json.load(f))
+    assert docs[1]['meta']['processes'] == 2
+    for a, b in zip(*(doc['runs'] for doc in docs)):
+        for key, value in a['metrics'].items():
+            if value is None:  # undefined (NaN) on both
+                assert b['metrics'][key] is None, key
+            else:
+                assert b['metrics'][key] == pytest.approx(
+                    value, rel=1e-6, abs=1e-9), key
+
+
+def without_model(runs, tmp_path):
+    folder = str(tmp_path / 'unfinished')
+    os.makedirs(folder)
+    shutil.copy(os.path.join(runs[1], 'config.json'), folder)
+    return [folder]
+
+
+def misfit(runs, tmp_path):
+    folder = str(tmp_path / 'misfit')
+    shutil.copytree(runs[1], folder)
+    with open(os.path.join(folder, 'config.json')) as f:
+        config = json.load(f)
+    config['classes'] = '0-3'  # 4 outputs, but model.npz has 5
+    with open(os.path.join(folder, 'config.json'), 'w') as f:
+        json.dump(config, f)
+    return [folder]
+
+
+@pytest.mark.parametrize('make,message', [
+    (without_model, r'run unfinished: \S+unfinished has no model.npz'),
+    (misfit, 'run misfit: .*model.npz does not fit the model its config.json '
+             'describes'),
+])
+def test_errors_are_one_clear_line(runs, tmp_path, make, message):
+    result = evaluate([sys.executable],
+                      make(runs, tmp_path) + ['--out', str(tmp_path / 'r')])
+    assert result.returncode == 1
+    assert re.fullmatch('evaluate.py: error: ' + message + '.*\n',
+                        result.stderr), result.stderr
+    assert not os.path.exists(str(tmp_path / 'r'))
+
+
+@pytest.mark.parametrize('option,message', [
+    (['--mc-samples', '0'], r'T \(--mc-samples\) must be >= 1, got 0'),
+    (['--ood', 'holdout:9-5'], 'bad class list'),
+    (['--ood', 'imagenet'], 'unknown OOD set'),
+])
+def test_bad_options_are_refused(capsys, option, message):
+    spec = importlib.util.spec_from_file_location('evaluate', EVALUATE)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    with pytest.raises(SystemExit) as exit:
+        cli.build_parser().parse_args(['run'] + option)
+    assert exit.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_error_on_every_rank_ends_the_job(runs, tmp_path, mpiexec):
+    result = evaluate(mpiexec(2), without_model(runs, tmp_path) +
+                      ['--out', str(tmp_path / 'report')], timeout=120)
+    assert result.returncode != 0
+    assert 'has no model.npz' in result.stderr
+
+
+#: Runs evaluate.py with predict broken on rank 1 alone, while rank 0 waits
+#: for its samples.
+ONE_RANK_FAILS = """
+import runpy
+import sys
+
+import chainer_vogn
+from chainer_vogn import predictive
+from mpi4py import MPI
+
+
+def broken(*args, **kwargs):
+    raise RuntimeError('injected failure on rank 1')
+
+
+if MPI.COMM_WORLD.rank == 1:
+    predictive.predict = broken
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_exception_on_one_rank_ends_the_job(runs, tmp_path, mpiexec):
+    script = tmp_path / 'one_rank_fails.py'
+    script.write_text(ONE_RANK_FAILS)
+    out = str(tmp_path / 'report')
+    result = subprocess.run(
+        mpiexec(2) + [str(script), EVALUATE, runs[0], '--out', out],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert 'injected failure on rank 1' in result.stderr
+    assert not os.path.exists(out)
