@@ -211,6 +211,8 @@ class VOGN(optimizer.GradientMethod):
 
     #: Index of this process's Monte Carlo sample group (see distributed).
     sample_id = 0
+    #: The hook that records h_k during backward (bench/ times a subclass).
+    hook_class = SquaredGradientHook
 
     def __init__(self, dataset_size, lr=_default_hyperparam.lr,
                  beta1=_default_hyperparam.beta1,
@@ -330,20 +332,16 @@ class VOGN(optimizer.GradientMethod):
                 lossfun(*args, **kwds)
         named = self._named_params()
         step = self.t + 1
-        hook = SquaredGradientHook(named)
+        hook = self.hook_class(named)
         mus = [(p, p.array) for _, p in named]
         grads, curvatures, losses = {}, {}, []
         try:
             for k in range(self.num_samples):
-                eps = self._draw_eps(named, step, k)
-                for (name, param), (_, mu) in zip(named, mus):
-                    param.array = mu
-                    param.array = param.update_rule.sample(param, eps[name])
+                self._put_sample(named, mus, step, k)
                 self.target.cleargrads()
                 loss = lossfun(*args, **kwds)
                 _check_loss(loss)
-                with hook:
-                    loss.backward()
+                self._backward(loss, hook)
                 losses.append(float(loss.array))
                 self._accumulate(named, hook.squared, grads, curvatures, k)
         finally:
@@ -357,6 +355,22 @@ class VOGN(optimizer.GradientMethod):
         _check_finite(step, self.last_loss, grads, curvatures)
 
         self.t += 1
+        self._apply_update(named, grads, curvatures)
+
+    def _put_sample(self, named, mus, step, k):
+        """Put sample k of ``step``, w = mu + sigma * eps, into the params."""
+        eps = self._draw_eps(named, step, k)
+        for (name, param), (_, mu) in zip(named, mus):
+            param.array = mu
+            param.array = param.update_rule.sample(param, eps[name])
+
+    def _backward(self, loss, hook):
+        """Backpropagate ``loss`` while ``hook`` records the statistics."""
+        with hook:
+            loss.backward()
+
+    def _apply_update(self, named, grads, curvatures):
+        """Spec steps 4-8 for every parameter, given g_hat and h_hat."""
         for name, param in named:
             param.grad = grads[name]
             param.update_rule.curvature = curvatures[name]

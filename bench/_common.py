@@ -1,0 +1,84 @@
+"""Helpers shared by the bench scripts: machine facts, tables, JSON, data."""
+import json
+import os
+import platform
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import chainer_vogn  # NOQA: makes chainer importable on every stack
+import chainer
+import numpy
+
+
+def cpu_model():
+    """lscpu's model name, or the platform's processor string."""
+    try:
+        out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
+    except OSError:
+        out = ''
+    for line in out.splitlines():
+        if line.startswith('Model name:'):
+            return line.split(':', 1)[1].strip()
+    return platform.processor() or 'unknown'
+
+
+def machine(device=-1):
+    """What produced the figures: CPU, cores, versions, thread settings."""
+    info = {'cpu': cpu_model(), 'cores': os.cpu_count(),
+            'python': platform.python_version(), 'numpy': numpy.__version__,
+            'chainer': chainer.__version__,
+            'load_average_at_start': os.getloadavg(),
+            'command': ' '.join([os.path.basename(sys.executable)] + sys.argv)}
+    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
+        if var in os.environ:
+            info[var] = os.environ[var]
+    if device >= 0:
+        import cupy
+        props = cupy.cuda.runtime.getDeviceProperties(device)
+        info['gpu'] = props['name'].decode()
+        info['cupy'] = cupy.__version__
+    return info
+
+
+def write_json(path, data):
+    """Write ``data`` to ``path`` (if given) as indented JSON."""
+    if path:
+        with open(path, 'w') as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+        print('wrote', path)
+
+
+def print_table(headers, rows):
+    """Print rows as a Markdown table (floats with 3 significant digits)."""
+    def cell(v):
+        return '{:.3g}'.format(v) if isinstance(v, float) else str(v)
+    print('| ' + ' | '.join(headers) + ' |')
+    print('|' + '---|' * len(headers))
+    for row in rows:
+        print('| ' + ' | '.join(cell(v) for v in row) + ' |')
+
+
+def random_batch(batch, device, seed=0, channels=3, size=32, n_classes=10):
+    """A CIFAR-sized random batch (float32 images, int32 labels) on device."""
+    rng = numpy.random.RandomState(seed)
+    x = rng.randn(batch, channels, size, size).astype(numpy.float32)
+    t = rng.randint(0, n_classes, batch).astype(numpy.int32)
+    return device.send(x), device.send(t)
+
+
+def get_device(device_id):
+    """The chainer device for --device: -1 CPU, n >= 0 that GPU."""
+    device = chainer.get_device(
+        '@numpy' if device_id < 0 else '@cupy:{}'.format(device_id))
+    device.use()
+    return device
+
+
+def synchronize(device):
+    """Wait for the GPU's queued work (nothing to do on the CPU)."""
+    if device.xp is not numpy:
+        device.xp.cuda.Device().synchronize()
