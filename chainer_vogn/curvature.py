@@ -47,19 +47,21 @@ def _convolution_2d(func, x, W, gy, B):
     out_c, group_in, kh, kw = W.shape
     groups = func.groups
     n, _, out_h, out_w = gy.shape
-    khw = kh * kw
-    chunk = _conv_chunk_size(n, out_c, group_in, khw, out_h * out_w)
-    gW = xp.zeros((groups, out_c // groups, group_in * khw), dtype=W.dtype)
+    rows, cols = out_c // groups, group_in * kh * kw
+    chunk = _conv_chunk_size(n, out_c, group_in, kh * kw, out_h * out_w)
+    # One buffer for every chunk's per-example gradients, squared in place.
+    buf = xp.empty((chunk, groups, rows, cols), dtype=W.dtype)
+    gW = xp.zeros((groups, rows, cols), dtype=W.dtype)
     for start in range(0, n, chunk):
         xs, gys = x[start:start + chunk], gy[start:start + chunk]
         b = len(xs)
         col = conv.im2col(xs, kh, kw, func.sy, func.sx, func.ph, func.pw,
                           cover_all=func.cover_all, dy=func.dy, dx=func.dx)
         # (b, C, kh, kw, oh, ow) -> (b, groups, C/groups*kh*kw, oh*ow)
-        col = col.reshape(b, groups, group_in * khw, out_h * out_w)
-        g = gys.reshape(b, groups, out_c // groups, out_h * out_w)
-        per_example = xp.matmul(g, col.transpose(0, 1, 3, 2))
-        gW += (per_example * per_example).sum(axis=0)
+        col = col.reshape(b, groups, cols, out_h * out_w)
+        g = gys.reshape(b, groups, rows, out_h * out_w)
+        per_example = xp.matmul(g, col.transpose(0, 1, 3, 2), out=buf[:b])
+        gW += xp.square(per_example, out=per_example).sum(axis=0)
     gb = gy.sum(axis=(2, 3))
     return B * gW.reshape(W.shape), B * (gb * gb).sum(axis=0)
 
