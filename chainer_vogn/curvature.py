@@ -71,10 +71,9 @@ def _batch_normalization(func, x, gy, B):
         raise ValueError(
             'BatchNormalization without the batch axis among its '
             'normalised axes ({}) has no per-example rule'.format(func.axis))
-    xp = backend.get_array_module(x)
-    mean = x.mean(axis=func.axis, keepdims=True)
-    var = x.var(axis=func.axis, keepdims=True)
-    x_hat = (x - mean) / xp.sqrt(var + func.eps)
+    # The batch statistics of the forward pass, as Chainer's backward uses.
+    x_hat = x - func.mean[func.expander]
+    x_hat *= func.inv_std[func.expander]
     inner = tuple(a for a in func.axis if a != 0)
     a_gamma = (x_hat * gy).sum(axis=inner)
     a_beta = gy.sum(axis=inner)
