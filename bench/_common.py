@@ -10,8 +10,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import chainer_vogn  # NOQA: makes chainer importable on every stack
-import chainer
-import numpy
+import chainer  # NOQA: E402
+import numpy  # NOQA: E402
 
 
 def cpu_model():
@@ -27,7 +27,10 @@ def cpu_model():
 
 
 def machine(device=-1):
-    """What produced the figures: CPU, cores, versions, thread settings."""
+    """What produces the figures: CPU, cores, load, versions, threads.
+
+    Call it first: the load average tells how busy the machine was then.
+    """
     info = {'cpu': cpu_model(), 'cores': os.cpu_count(),
             'python': platform.python_version(), 'numpy': numpy.__version__,
             'chainer': chainer.__version__,
@@ -38,8 +41,8 @@ def machine(device=-1):
             info[var] = os.environ[var]
     if device >= 0:
         import cupy
-        props = cupy.cuda.runtime.getDeviceProperties(device)
-        info['gpu'] = props['name'].decode()
+        name = cupy.cuda.runtime.getDeviceProperties(device)['name']
+        info['gpu'] = name.decode() if isinstance(name, bytes) else name
         info['cupy'] = cupy.__version__
     return info
 

@@ -175,6 +175,7 @@ def main():
     args = parser.parse_args()
     if args.smoke:
         args.models, args.steps, args.warmup = 'lenet5:4,resnet18:2', 2, 1
+    info = machine(args.device)
     device = get_device(args.device)
     results = []
     for spec in args.models.split(','):
@@ -191,8 +192,7 @@ def main():
     print_table(['arch'] + list(PHASES),
                 [[r['arch']] + [r['vogn_split_s'][p] for p in PHASES]
                  for r in results])
-    write_json(args.out, {'machine': machine(args.device),
-                          'results': results})
+    write_json(args.out, {'machine': info, 'results': results})
 
 
 if __name__ == '__main__':

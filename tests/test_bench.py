@@ -1,0 +1,71 @@
+"""The bench/ scripts in their smoke mode, so that they keep working."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+from chainer.backends import cuda
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script, tmp_path):
+    """Run bench/<script> --smoke; return (stdout, its JSON or None)."""
+    out = tmp_path / 'out.json'
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'bench', script), '--smoke',
+         '--out', str(out)],
+        capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+def _positive(value):
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_step_time(tmp_path):
+    _, data = _run('step_time.py', tmp_path)
+    assert data['machine']['cores'] >= 1
+    assert [r['arch'] for r in data['results']] == ['lenet5', 'resnet18']
+    for r in data['results']:
+        for key in ('adam_s', 'mcdropout_s', 'vogn_s', 'vogn_over_adam'):
+            assert _positive(r[key]), (key, r[key])
+        assert set(r['vogn_split_s']) == {
+            'forward', 'backward', 'hook', 'sampling', 'update',
+            'communication', 'other'}
+        for phase in ('forward', 'backward', 'hook', 'sampling', 'update'):
+            assert _positive(r['vogn_split_s'][phase]), phase
+
+
+def test_scaling(tmp_path):
+    _, data = _run('scaling.py', tmp_path)
+    r, = data['results']
+    for run in ('single', 'samples', 'data'):
+        assert _positive(r[run]['iteration_s']), run
+        assert _positive(r[run]['allreduce_s']), run
+    assert _positive(r['samples_over_single'])
+    assert _positive(r['data_over_single'])
+    assert data['machine']['OPENBLAS_NUM_THREADS'] == '1 per process'
+
+
+def test_memory(tmp_path):
+    _, data = _run('memory.py', tmp_path)
+    result = data['result']
+    assert result['measure'] == 'peak_rss_bytes'
+    for name in ('adam', 'vogn'):
+        assert result[name]['peak_rss_bytes'] >= \
+            result[name]['before_steps_bytes'] > 0
+    assert _positive(result['vogn_over_adam'])
+
+
+def test_kernel_skips_without_a_gpu(tmp_path):
+    stdout, data = _run('kernel.py', tmp_path)
+    if not cuda.available:
+        assert stdout.startswith('skipped: no GPU')
+        assert 'skipped' in data
+        return
+    for dtype in ('float32', 'float64'):
+        for name in ('copy', 'update', 'sample'):
+            assert _positive(data['results'][dtype][name]['bytes_per_s'])
