@@ -4,7 +4,7 @@ VOGN learns a diagonal Gaussian posterior N(mu, sigma^2) over the weights.
 Each step draws weights w = mu + sigma * eps, computes the minibatch gradient
 and the mean squared per-example gradient at w in one backward pass, and
 updates the mean mu, the momentum m and the precision estimate s.  The exact
-update is fixed in ``shared/spec/vogn.md``; the symbols below follow it.
+update is fixed in ``docs/algorithm.md``; the symbols below follow it.
 
 The model's parameters hold mu outside :meth:`VOGN.update`.  Parameters of
 BatchNormalization links are point estimates: no noise and no prior, but the
@@ -199,7 +199,7 @@ class VOGN(optimizer.GradientMethod):
         dataset_size (int): N, the number of training examples (whole set).
         lr, beta1, beta2, prior_precision, tau, damping, init_precision,
         aug_factor, bias_correction, tau_warmup_steps, tau_init: as in
-            ``shared/spec/vogn.md``.
+            ``docs/algorithm.md``.
         num_samples (int): K, Monte Carlo weight samples per step.
         seed (int): seeds eps, drawn from a generator of (seed, sample_id,
             step), so a run is reproducible and resumable from t alone.
