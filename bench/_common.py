@@ -56,9 +56,11 @@ def write_json(path, data):
 
 
 def print_table(headers, rows):
-    """Print rows as a Markdown table (floats with 3 significant digits)."""
+    """Print rows as a Markdown table (floats to 3 significant digits)."""
     def cell(v):
-        return '{:.3g}'.format(v) if isinstance(v, float) else str(v)
+        if not isinstance(v, float):
+            return str(v)
+        return '{:.3g}'.format(v) if abs(v) < 1000 else '{:.0f}'.format(v)
     print('| ' + ' | '.join(headers) + ' |')
     print('|' + '---|' * len(headers))
     for row in rows:

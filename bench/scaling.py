@@ -15,6 +15,8 @@ process is held to one thread as well.  The time of one iteration is the
 slowest rank's; a run gives the median over its timed iterations, and the
 configurations run in turn ``--rounds`` times, of which the table gives the
 median (the machine may be shared).  The allreduce is reduce_statistics.
+Open MPI uses the transports of ``--btl`` (default ``self,tcp``, as the
+tests use; ``self,sm`` is faster where /dev/shm is large enough).
 
     python bench/scaling.py [--models lenet5:128] [--out scaling.json]
 """
@@ -87,24 +89,24 @@ def worker(args):
             'samples': args.samples}))
 
 
-def mpiexec_prefix(n):
+def mpiexec_prefix(n, btl):
     """mpiexec next to this interpreter (or on PATH); as root, allowed."""
     here = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
     cmd = [here if os.path.exists(here) else 'mpiexec']
     if os.geteuid() == 0:
         cmd += ['--allow-run-as-root', '--oversubscribe']
-    cmd += ['-n', str(n), '--mca', 'btl', 'self,tcp']
+    cmd += ['-n', str(n), '--mca', 'btl', btl]
     for var in THREAD_VARS:
         cmd += ['-x', '{}=1'.format(var)]
     return cmd
 
 
-def launch(n, samples, arch, batch, steps, warmup):
+def launch(n, samples, arch, batch, args):
     """Run the worker under ``mpiexec -n n`` and return rank 0's result."""
-    cmd = mpiexec_prefix(n) + [
+    cmd = mpiexec_prefix(n, args.btl) + [
         sys.executable, os.path.abspath(__file__), '--worker',
         '--arch', arch, '--batch', str(batch), '--samples', str(samples),
-        '--steps', str(steps), '--warmup', str(warmup)]
+        '--steps', str(args.steps), '--warmup', str(args.warmup)]
     env = dict(os.environ, **{var: '1' for var in THREAD_VARS})
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
@@ -124,6 +126,9 @@ def main():
     parser.add_argument('--rounds', type=int, default=3,
                         help='runs of each configuration, in turn; the '
                              'median over runs is reported')
+    parser.add_argument('--btl', default='self,tcp',
+                        help="Open MPI transports (--mca btl); 'self,sm' "
+                             'is faster where shared memory is large enough')
     parser.add_argument('--smoke', action='store_true',
                         help='a few steps at a tiny batch size')
     parser.add_argument('--out', help='write the results as JSON here')
@@ -139,7 +144,7 @@ def main():
         args.models, args.steps, args.warmup, args.rounds = \
             'lenet5:4', 2, 1, 1
     info = machine()
-    info.update({var: '1 per process' for var in THREAD_VARS})
+    info.update({var: '1 per process' for var in THREAD_VARS}, btl=args.btl)
     results = []
     for spec in args.models.split(','):
         arch, batch = spec.split(':')
@@ -148,8 +153,7 @@ def main():
         runs = {name: [] for name, _, _ in RUNS}
         for _ in range(args.rounds):
             for name, n, samples in RUNS:
-                runs[name].append(launch(n, samples, arch, int(batch),
-                                         args.steps, args.warmup))
+                runs[name].append(launch(n, samples, arch, int(batch), args))
         for name in runs:
             row[name] = {
                 key: statistics.median(r[key] for r in runs[name])
