@@ -120,10 +120,10 @@ main() {
         exit 1
     fi
     run test_gpu 60 test_gpu
-    run step_time 70 "$VENV/bin/python" bench/step_time.py --device 0 \
+    run step_time 100 "$VENV/bin/python" bench/step_time.py --device 0 \
         --steps 20 --warmup 3 --budget 20 --out "$OUT/step_time.json"
-    run kernel 20 kernel
-    run memory 40 "$VENV/bin/python" bench/memory.py --device 0 \
+    run kernel 30 kernel
+    run memory 45 "$VENV/bin/python" bench/memory.py --device 0 \
         --out "$OUT/memory.json"
     if ((${#FAILED[@]})); then
         say "failed: ${FAILED[*]} ($SECONDS s)"
