@@ -8,30 +8,17 @@ evaluation reads every run alike.
 """
 import json
 import os
-import tempfile
 
 import numpy
 
 import chainer
 from chainer import backend
 
+from chainer_vogn.files import atomic_write
+
 
 def _host(array):
     return backend.CpuDevice().send(array)
-
-
-def atomic_savez(path, arrays):
-    """Write an npz next to ``path`` and move it into place only when whole."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp.npz')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            numpy.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_posterior(path, model, optimizer=None, meta=None):
@@ -57,7 +44,7 @@ def save_posterior(path, model, optimizer=None, meta=None):
     if optimizer is not None:
         info.setdefault('step', int(optimizer.t))
     arrays['meta'] = numpy.array(json.dumps(info))
-    atomic_savez(path, arrays)
+    atomic_write(path, lambda f: numpy.savez(f, **arrays), binary=True)
 
 
 class Posterior(object):

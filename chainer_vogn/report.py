@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import os
-import uuid
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,35 +17,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from chainer_vogn import metrics
+from chainer_vogn.files import atomic_write
 
 DPI = 120
 _REQUIRED = ('name', 'optimizer', 'metrics', 'probs', 'labels',
              'calibration', 'roc_misclassification', 'entropy_in')
-
-
-def _atomic_write(path, write, binary=False):
-    """Call ``write(f)`` on a temporary file next to ``path``, then move it
-    over ``path``; on error the temporary file is removed and ``path`` is
-    left untouched."""
-    folder, base = os.path.split(path)
-    tmp = os.path.join(folder, '.%s.%s.tmp' % (base, uuid.uuid4().hex))
-    # os.open honours the umask, unlike tempfile (always 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        if binary:
-            f = os.fdopen(fd, 'wb')
-        else:
-            f = os.fdopen(fd, 'w', encoding='utf-8', newline='')
-        with f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def _plain(x):
@@ -105,7 +80,7 @@ def _metric_columns(runs):
 
 def _save(fig, path):
     FigureCanvasAgg(fig)
-    _atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=DPI),
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=DPI),
                   binary=True)
     fig.clear()
     return path
@@ -247,7 +222,7 @@ def write_report(runs, out_dir, conventions=None, meta=None):
                   'metrics': run['metrics'],
                   'calibration': run['calibration']} for run in runs],
     }
-    written['json'] = _atomic_write(
+    written['json'] = atomic_write(
         path('report.json'),
         lambda f: json.dump(_plain(doc), f, indent=2, allow_nan=False))
 
@@ -260,10 +235,10 @@ def write_report(runs, out_dir, conventions=None, meta=None):
                 v = _plain(run['metrics'].get(k))
                 row.append('' if v is None else v)
             w.writerow([run['name'], run['optimizer']] + row)
-    written['csv'] = _atomic_write(path('report.csv'), write_csv)
+    written['csv'] = atomic_write(path('report.csv'), write_csv)
 
     text = _markdown(runs, conv, meta)
-    written['markdown'] = _atomic_write(path('report.md'),
+    written['markdown'] = atomic_write(path('report.md'),
                                         lambda f: f.write(text))
 
     for key, title in (('roc_ood', 'Out-of-distribution detection'),
@@ -288,7 +263,7 @@ def write_report(runs, out_dir, conventions=None, meta=None):
             arrays[name + '/ood_probs'] = np.asarray(run['ood_probs'])
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    written['predictions'] = _atomic_write(
+    written['predictions'] = atomic_write(
         path('predictions.npz'), lambda f: f.write(buf.getvalue()),
         binary=True)
     return written

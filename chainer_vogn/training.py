@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 
 import numpy
 
@@ -30,6 +29,7 @@ from chainer_vogn import datasets
 from chainer_vogn import distributed
 from chainer_vogn import models
 from chainer_vogn import posterior
+from chainer_vogn.files import atomic_write
 from chainer_vogn.distributed import DistributedVOGN
 
 #: Conv nets are built for CIFAR-sized inputs; smaller images are upsampled.
@@ -65,12 +65,7 @@ def fail(message):
 
 
 def write_json(path, data):
-    """Write JSON atomically: a crash never leaves half a file behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(data, f, indent=2, sort_keys=True))
 
 
 def versions():

@@ -1,0 +1,28 @@
+"""Writing result files so that a crash never leaves half a file behind."""
+import os
+import uuid
+
+
+def atomic_write(path, write, binary=False):
+    """Call ``write(f)`` on a temporary file next to ``path``, then move it
+    over ``path``; on error the temporary file is removed and ``path`` is
+    left untouched.  Returns ``path``."""
+    folder, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, '.%s.%s.tmp' % (base, uuid.uuid4().hex))
+    # os.open honours the umask, unlike tempfile (always 0600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        if binary:
+            f = os.fdopen(fd, 'wb')
+        else:
+            f = os.fdopen(fd, 'w', encoding='utf-8', newline='')
+        with f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
