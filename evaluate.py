@@ -13,18 +13,9 @@ import sys
 
 import chainer_vogn  # NOQA: makes chainer importable on every stack
 from chainer_vogn import datasets
+from chainer_vogn import experiment
 from chainer_vogn import predictive
-from chainer_vogn import training
-
-
-def _at_least(minimum, what):
-    def parse(text):
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(
-                '{} must be >= {}, got {}'.format(what, minimum, value))
-        return value
-    return parse
+from chainer_vogn.experiment import at_least
 
 
 def _ood(text):
@@ -50,19 +41,19 @@ def build_parser():
                         '(the test examples of classes A..B of the run\'s own '
                         'data set, held out with train.py --classes)'.format(
                             ', '.join(datasets.DATASETS)))
-    p.add_argument('--mc-samples', type=_at_least(1, 'T (--mc-samples)'),
+    p.add_argument('--mc-samples', type=at_least(1, 'T (--mc-samples)'),
                    default=10, metavar='T',
                    help='Monte Carlo samples of VOGN and MC dropout runs '
                         '(Adam/SGD always use 1)')
-    p.add_argument('--ece-bins', type=_at_least(1, '--ece-bins'), default=15)
+    p.add_argument('--ece-bins', type=at_least(1, '--ece-bins'), default=15)
     p.add_argument('--data-dir', default=None,
                    help='data folder (default: the one each run used)')
     p.add_argument('--device', type=int, default=-1,
                    help='-1: CPU; >= 0: GPU, rank r uses device + its rank '
                         'on the node')
-    p.add_argument('--seed', type=_at_least(0, '--seed'), default=0,
+    p.add_argument('--seed', type=at_least(0, '--seed'), default=0,
                    help='sample t uses the seed (seed, t)')
-    p.add_argument('--batchsize', type=_at_least(1, '--batchsize'),
+    p.add_argument('--batchsize', type=at_least(1, '--batchsize'),
                    default=256)
     p.add_argument('--names', default=None, metavar='A,B,...',
                    help='names of the runs in the report (default: the '
@@ -74,8 +65,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         predictive.evaluate(args)
-    except (training.RunError, ValueError, FileNotFoundError) as e:
-        training.fail('evaluate.py: error: {}'.format(e))
+    except (experiment.RunError, ValueError, FileNotFoundError) as e:
+        experiment.fail('evaluate.py: error: {}'.format(e))
 
 
 if __name__ == '__main__':

@@ -9,17 +9,17 @@ See README.md for every option and the paper's settings in configs/.
 import sys
 
 import chainer_vogn  # NOQA: makes chainer importable on every stack
-from chainer_vogn import cli
+from chainer_vogn import experiment
 from chainer_vogn import training
 
 
 def main(argv=None):
-    args = cli.parse_args(argv)
+    args = experiment.parse_args(argv)
     try:
         training.run(args)
-    except (training.RunError, ValueError, FileNotFoundError,
+    except (experiment.RunError, ValueError, FileNotFoundError,
             FloatingPointError) as e:
-        training.fail('train.py: error: {}'.format(e))
+        experiment.fail('train.py: error: {}'.format(e))
 
 
 if __name__ == '__main__':

@@ -5,7 +5,8 @@ Every kind of run is evaluated through the same Monte Carlo average
 
     p(y | x) = 1/T sum_t softmax(f(x; w_t))
 
-with the T samples drawn as the run was trained (see :data:`METHODS`): VOGN
+with the T samples drawn as the run was trained (the ``sampling`` of its
+optimizer in :data:`chainer_vogn.experiment.OPTIMIZERS`): VOGN
 draws weights w_t = mu + sigma * eps_t from its posterior, MC dropout keeps
 dropout on with the mean weights, and Adam/SGD make one deterministic pass
 (T = 1).  BatchNormalization always uses its running statistics.
@@ -30,19 +31,11 @@ from chainer import backend
 
 from chainer_vogn import datasets
 from chainer_vogn import distributed
+from chainer_vogn import experiment
 from chainer_vogn import metrics
 from chainer_vogn import posterior as posterior_module
 from chainer_vogn import report
-from chainer_vogn import training
-from chainer_vogn.training import RunError
-
-#: How the T samples of each optimizer's run are drawn.
-METHODS = {'vogn': 'weights', 'mcdropout': 'dropout', 'adam': 'point',
-           'sgd': 'point'}
-
-#: Names of the optimizers in reports.
-OPTIMIZER_LABELS = {'vogn': 'VOGN', 'mcdropout': 'MC dropout', 'adam': 'Adam',
-                    'sgd': 'SGD'}
+from chainer_vogn.experiment import RunError
 
 #: What the evaluation adds to :data:`chainer_vogn.metrics.CONVENTIONS`.
 CONVENTIONS = {
@@ -63,15 +56,6 @@ CONVENTIONS = {
 }
 
 Prediction = collections.namedtuple('Prediction', ['probs', 'sample_probs'])
-
-
-def method_for(optimizer):
-    """How to sample a run of ``optimizer``: 'weights', 'dropout' or
-    'point'."""
-    if optimizer not in METHODS:
-        raise ValueError('unknown optimizer {!r}; expected one of {}'.format(
-            optimizer, ', '.join(METHODS)))
-    return METHODS[optimizer]
 
 
 def samples_used(method, mc_samples):
@@ -124,7 +108,8 @@ def iterate_samples(model, posterior, method, inputs, samples, seed=0,
         model: the link the posterior was saved from (an ``L.Classifier``,
             whose ``predictor`` gives the logits, or a bare predictor).
         posterior: a :class:`chainer_vogn.posterior.Posterior`.
-        method: 'weights', 'dropout' or 'point' (see :func:`method_for`).
+        method: 'weights', 'dropout' or 'point', the ``sampling`` of the
+            run's optimizer (:func:`chainer_vogn.experiment.optimizer_spec`).
         inputs: list of float32 arrays (N_k, ...) to predict.
         samples: iterable of sample indices t >= 0.
         seed (int): with t, the seed of sample t's noise.
@@ -135,7 +120,7 @@ def iterate_samples(model, posterior, method, inputs, samples, seed=0,
     MC dropout runs with cuDNN off on GPUs, as cuDNN's dropout masks ignore
     CuPy's seed.  Dropout reseeds NumPy's/CuPy's global generator.
     """
-    if method not in ('weights', 'dropout', 'point'):
+    if method not in experiment.SAMPLINGS:
         raise ValueError("method must be 'weights', 'dropout' or 'point', "
                          'got {!r}'.format(method))
     if batchsize < 1:
@@ -274,7 +259,7 @@ def load_ood(spec, args, info, name='run'):
         _, test, full = datasets.get_dataset(
             args.dataset, data_dir=args.data_dir,
             allow_download=args.allow_download,
-            image_size=training.image_size_for(args))
+            image_size=experiment.image_size_for(args))
         if max(held) >= full['n_classes']:
             raise RunError('--ood {}: {} has only classes 0-{}'.format(
                 spec, args.dataset, full['n_classes'] - 1))
@@ -329,20 +314,21 @@ class Run(object):
         if data_dir is not None:
             self.args.data_dir = data_dir
         try:
-            self.method = method_for(self.config.get('optimizer'))
+            self.spec = experiment.optimizer_spec(self.config.get('optimizer'))
         except ValueError as e:
             raise RunError('run {}: {}/config.json: {}'.format(name, path, e))
+        self.method = self.spec.sampling
 
     def describe(self):
         classes = ' classes {}'.format(self.args.classes) \
             if self.args.classes else ''
         return '{} {} on {}{}'.format(
-            OPTIMIZER_LABELS[self.args.optimizer], self.args.arch,
+            self.spec.label, self.args.arch,
             self.args.dataset, classes)
 
     def build_model(self, info):
         """The run's L.Classifier holding its mean weights."""
-        model = training.build_model(self.args, info)
+        model = experiment.build_model(self.args, info)
         try:
             self.posterior.load_into(model)
         except ValueError as e:
@@ -373,22 +359,6 @@ def run_names(paths, names=None):
     return result
 
 
-def select_device(device, comm):
-    """The CPU (device < 0), or GPU device + the rank's index on its node."""
-    if device < 0:
-        return chainer.get_device('@numpy')
-    from mpi4py import MPI
-    local = comm.Split_type(MPI.COMM_TYPE_SHARED).rank
-    try:
-        gpu = chainer.get_device('@cupy:{}'.format(device + local))
-        gpu.use()
-    except RuntimeError as e:
-        raise RunError('--device {}: no usable GPU {} ({}); install CuPy '
-                       'or pass --device -1 for the CPU'.format(
-                           device, device + local, e))
-    return gpu
-
-
 def _report_entry(run, pred, ood_pred, labels, n_samples, n_bins):
     """The run dict of :func:`chainer_vogn.report.write_report`."""
     probs = pred.probs
@@ -401,7 +371,7 @@ def _report_entry(run, pred, ood_pred, labels, n_samples, n_bins):
     wrong = probs.argmax(axis=1) != labels
     entry = {
         'name': run.name,
-        'optimizer': OPTIMIZER_LABELS[run.args.optimizer],
+        'optimizer': run.spec.label,
         'metrics': found, 'probs': probs, 'labels': labels,
         'calibration': metrics.calibration(probs, labels, n_bins),
         'roc_misclassification': None, 'entropy_in': entropy,
@@ -435,12 +405,12 @@ def evaluate(args):
             for path, name in zip(args.runs, names)]
     for run in runs:
         check_ood(ood, run.args, run.name)
-    device = select_device(args.device, comm)
+    device = experiment.select_device(args.device, comm)
 
     entries, used = [], {}
     for i, run in enumerate(runs):
         start = time.time()
-        _, test, info = training.load_data(run.args)
+        _, test, info = experiment.load_data(run.args)
         x, labels = chainer.dataset.concat_examples(test)
         x_ood = load_ood(ood, run.args, info, run.name)
         model = run.build_model(info)

@@ -8,17 +8,14 @@ the shard of its data communicator; rank 0 alone prints, plots and writes
 position and random states), so ``--resume`` continues exactly.
 """
 import glob
-import json
 import math
 import os
-import platform
 import re
 import sys
 
 import numpy
 
 import chainer
-import chainer.links as L
 from chainer import serializers
 from chainer import training
 from chainer.training import extensions
@@ -27,13 +24,9 @@ import chainermn
 
 from chainer_vogn import datasets
 from chainer_vogn import distributed
-from chainer_vogn import models
+from chainer_vogn import experiment
 from chainer_vogn import posterior
-from chainer_vogn.files import atomic_write
-from chainer_vogn.distributed import DistributedVOGN
-
-#: Conv nets are built for CIFAR-sized inputs; smaller images are upsampled.
-CONV_IMAGE_SIZE = 32
+from chainer_vogn.experiment import RunError
 
 _SNAPSHOT = 'snapshot_rank{rank}_epoch{{.updater.epoch}}.npz'
 _SNAPSHOT_RE = re.compile(r'snapshot_rank(\d+)_epoch(\d+)\.npz$')
@@ -42,60 +35,6 @@ _SNAPSHOT_RE = re.compile(r'snapshot_rank(\d+)_epoch(\d+)\.npz$')
 def snapshot_path(folder, rank, epoch):
     return os.path.join(folder, 'snapshot_rank{}_epoch{}.npz'.format(
         rank, epoch))
-
-
-class RunError(Exception):
-    """A failure to report in one line, then end the job on every rank."""
-
-
-def fail(message):
-    """Print ``message`` and end the job: every rank, if there are several.
-
-    A rank that merely exited would leave the others blocked in their next
-    collective call, so a multi-process job is aborted through MPI.
-    """
-    from mpi4py import MPI
-    world = MPI.COMM_WORLD
-    prefix = '[rank {}] '.format(world.rank) if world.size > 1 else ''
-    sys.stderr.write(prefix + message + '\n')
-    sys.stderr.flush()
-    if world.size > 1:
-        world.Abort(1)
-    sys.exit(1)
-
-
-def write_json(path, data):
-    atomic_write(path, lambda f: json.dump(data, f, indent=2, sort_keys=True))
-
-
-def versions():
-    info = {'python': platform.python_version(), 'numpy': numpy.__version__,
-            'chainer': chainer.__version__}
-    try:
-        import cupy
-        info['cupy'] = cupy.__version__
-    except ImportError:
-        pass
-    return info
-
-
-class MeanGradients(object):
-    """Optimizer hook: average gradients over all ranks before the update.
-
-    The baselines' data parallelism, without ChainerMN's multi-node
-    optimizer wrapper, which skips the first update.
-    """
-
-    name = 'MeanGradients'
-    call_for_each_param = False
-    timing = 'pre'
-
-    def __init__(self, comm):
-        self.comm = comm
-
-    def __call__(self, optimizer):
-        if self.comm.size > 1:
-            self.comm.multi_node_mean_grad(optimizer.target)
 
 
 class Updater(training.updaters.StandardUpdater):
@@ -142,78 +81,6 @@ class CheckFinite(training.Extension):
                                 trainer.updater.epoch))
 
 
-def select_device(args, comm):
-    if args.device < 0:
-        return chainer.get_device('@numpy')
-    device = chainer.get_device('@cupy:{}'.format(args.device + comm.intra_rank))
-    device.use()
-    return device
-
-
-def build_model(args, info):
-    predictor = models.get_model(args.arch, info['n_classes'],
-                                 in_channels=info['in_channels'],
-                                 dropout=args.dropout)
-    return L.Classifier(predictor)
-
-
-def image_size_for(args):
-    native = {'digits': 8, 'mnist': 28}.get(args.dataset, 32)
-    if args.arch != 'mlp' and native < CONV_IMAGE_SIZE:
-        return CONV_IMAGE_SIZE
-    return None
-
-
-def load_data(args):
-    """(train, test, info) as the run with options ``args`` sees them.
-
-    evaluate.py calls this with a run's recorded options, so its test set
-    goes through exactly the same classes, size and standardisation.
-    """
-    train, test, info = datasets.get_dataset(
-        args.dataset, data_dir=args.data_dir,
-        allow_download=args.allow_download, image_size=image_size_for(args))
-    if args.classes:
-        classes = datasets.parse_class_range(args.classes)
-        if max(classes) >= info['n_classes']:
-            raise ValueError('--classes {}: {} has only classes 0-{}'.format(
-                args.classes, args.dataset, info['n_classes'] - 1))
-        train = datasets.select_classes(train, classes, relabel=True)
-        test = datasets.select_classes(test, classes, relabel=True)
-        info = dict(info, n_classes=len(classes), classes=classes,
-                    n_train=len(train), n_test=len(test))
-    return train, test, info
-
-
-def build_optimizer(args, comm, dataset_size):
-    if args.optimizer == 'vogn':
-        return DistributedVOGN(
-            comm, dataset_size, num_sample_groups=args.samples, lr=args.lr,
-            beta1=args.beta1, beta2=args.beta2,
-            prior_precision=args.prior_precision, tau=args.tau,
-            damping=args.damping, init_precision=args.init_precision,
-            num_samples=args.mc, aug_factor=args.aug_factor,
-            bias_correction=args.bias_correction,
-            tau_warmup_steps=args.tau_warmup_steps, tau_init=args.tau_init,
-            seed=args.seed)
-    if args.optimizer == 'sgd':
-        return chainer.optimizers.MomentumSGD(lr=args.lr,
-                                              momentum=args.momentum)
-    return chainer.optimizers.Adam(alpha=args.lr)
-
-
-def setup_optimizer(optimizer, model, args, comm):
-    optimizer.setup(model)
-    if isinstance(optimizer, DistributedVOGN):
-        return optimizer
-    comm.bcast_data(model)
-    optimizer.add_hook(MeanGradients(comm))
-    if args.weight_decay > 0:
-        optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(
-            args.weight_decay))
-    return optimizer
-
-
 def find_resume_epoch(folder, comm):
     """The newest epoch whose snapshot every rank has (None if there is none)."""
     epochs = set()
@@ -239,8 +106,8 @@ def config_record(args, comm, optimizer, info):
     record.update(
         processes=comm.size, sample_groups=args.samples,
         data_shards=comm.size // args.samples, dataset_info=info,
-        versions=versions(), command=' '.join(sys.argv))
-    if isinstance(optimizer, DistributedVOGN):
+        versions=experiment.versions(), command=' '.join(sys.argv))
+    if experiment.OPTIMIZERS[args.optimizer].sampling == 'weights':
         record['dataset_size'] = optimizer.dataset_size
     return record
 
@@ -251,16 +118,16 @@ def run(args):
     comm = distributed.create_communicator(args.communicator, args.device)
     layout = distributed.Layout(comm.size, comm.rank, args.samples)
     check_output_folder(args, comm)
-    device = select_device(args, comm)
+    device = experiment.select_device(args.device, comm.mpi_comm)
+    spec = experiment.OPTIMIZERS[args.optimizer]
 
-    train, test, info = load_data(args)
+    train, test, info = experiment.load_data(args)
     numpy.random.seed(args.seed)
-    model = build_model(args, info)
+    model = experiment.build_model(args, info)
     model.to_device(device)
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         model.predictor(device.send(train[0][0][None]))  # lazy shapes
-    optimizer = setup_optimizer(build_optimizer(args, comm, len(train)),
-                                model, args, comm)
+    optimizer = spec.build(args, comm, model, len(train))
     data_comm = getattr(optimizer, 'data_comm', comm)
 
     # Shards: rank data_id of every sample group gets the same one, and
@@ -288,9 +155,8 @@ def run(args):
                    trigger=(1, 'epoch'))
     trainer.extend(CheckFinite())
     if args.lr_milestones:
-        attr = 'alpha' if isinstance(optimizer, chainer.optimizers.Adam) \
-            else 'lr'
-        trainer.extend(extensions.ExponentialShift(attr, args.lr_decay),
+        trainer.extend(extensions.ExponentialShift(spec.lr_attr,
+                                                   args.lr_decay),
                        trigger=triggers.ManualScheduleTrigger(
                            args.lr_milestones, 'epoch'))
     trainer.extend(
@@ -303,7 +169,7 @@ def run(args):
     os.makedirs(args.out, exist_ok=True)
     record = config_record(args, comm, optimizer, info)
     if comm.rank == 0:
-        write_json(os.path.join(args.out, 'config.json'), record)
+        experiment.write_json(os.path.join(args.out, 'config.json'), record)
     if args.resume:
         epoch = find_resume_epoch(args.out, comm)
         if epoch is not None:
@@ -322,11 +188,11 @@ def run(args):
                 'image_size': info['image_size']}
         posterior.save_posterior(
             os.path.join(args.out, 'model.npz'), model,
-            optimizer if isinstance(optimizer, DistributedVOGN) else None,
+            optimizer if spec.sampling == 'weights' else None,
             meta=meta)
         record['finished'] = True
         record['final'] = trainer.get_extension('LogReport').log[-1]
-        write_json(os.path.join(args.out, 'config.json'), record)
+        experiment.write_json(os.path.join(args.out, 'config.json'), record)
     return trainer
 
 

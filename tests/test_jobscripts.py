@@ -24,7 +24,7 @@ import yaml
 from packaging.requirements import Requirement
 
 import chainer_vogn
-from chainer_vogn import cli
+from chainer_vogn import experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOBSCRIPTS = os.path.join(REPO, 'jobscripts')
@@ -216,8 +216,8 @@ def launches(calls):
         options, program, args = argv[:at - 1], argv[at], argv[at + 1:]
         if program == 'train.py':
             # The raw parser, then train.py's own (config file and checks).
-            parse(args, cli.build_parser())
-            parsed = parse(args, cli.build_parser(), cli.parse_args)
+            parse(args, experiment.build_parser())
+            parsed = parse(args, experiment.build_parser(), experiment.parse_args)
         else:
             parsed = parse(args, evaluate_parser)
         if call['prog'] == 'srun':

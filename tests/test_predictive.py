@@ -15,11 +15,11 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from chainer_vogn import datasets
+from chainer_vogn import experiment
 from chainer_vogn import models
 from chainer_vogn import posterior
 from chainer_vogn import predictive
-from chainer_vogn import training
-from chainer_vogn.training import RunError
+from chainer_vogn.experiment import RunError
 
 
 class FixedStd(object):
@@ -61,15 +61,15 @@ def deterministic_probs(model, x):
 
 
 def test_methods_and_number_of_samples():
-    assert predictive.method_for('vogn') == 'weights'
-    assert predictive.method_for('mcdropout') == 'dropout'
-    assert predictive.method_for('adam') == 'point'
-    assert predictive.method_for('sgd') == 'point'
+    sampling = {name: experiment.optimizer_spec(name).sampling
+                for name in ('vogn', 'mcdropout', 'adam', 'sgd')}
+    assert sampling == {'vogn': 'weights', 'mcdropout': 'dropout',
+                        'adam': 'point', 'sgd': 'point'}
     assert predictive.samples_used('weights', 10) == 10
     assert predictive.samples_used('dropout', 7) == 7
     assert predictive.samples_used('point', 10) == 1
     with pytest.raises(ValueError, match='optimizer'):
-        predictive.method_for('rmsprop')
+        experiment.optimizer_spec('rmsprop')
 
 
 @pytest.mark.parametrize('method', ['weights', 'dropout', 'point'])
@@ -229,7 +229,7 @@ def run_args(**changes):
 
 def test_holdout_is_the_held_out_test_classes():
     args = run_args()
-    _, test, info = training.load_data(args)
+    _, test, info = experiment.load_data(args)
     x = predictive.load_ood('holdout:5-9', args, info)
     _, full, _ = datasets.get_dataset('digits')
     want = [full[i][0] for i in range(len(full)) if full[i][1] >= 5]
@@ -245,7 +245,7 @@ def test_holdout_is_the_held_out_test_classes():
 ])
 def test_bad_holdout_is_reported(spec, classes, message):
     args = run_args(classes=classes)
-    info = training.load_data(args)[2]
+    info = experiment.load_data(args)[2]
     with pytest.raises(RunError, match=message):
         predictive.load_ood(spec, args, info, 'adam-run')
 
@@ -297,8 +297,8 @@ def make_run(folder, **changes):
     """A run folder as train.py leaves it (untrained weights)."""
     os.makedirs(folder)
     args = run_args(**changes)
-    _, _, info = training.load_data(args)
-    model = training.build_model(args, info)
+    _, _, info = experiment.load_data(args)
+    model = experiment.build_model(args, info)
     with chainer.using_config('train', False):
         model.predictor(numpy.zeros((1, 1, 8, 8), numpy.float32))
     posterior.save_posterior(os.path.join(folder, 'model.npz'), model)
@@ -310,7 +310,7 @@ def make_run(folder, **changes):
 def test_run_folder_is_read(tmp_path):
     run = predictive.Run(make_run(str(tmp_path / 'a')), 'a')
     assert run.method == 'point'
-    info = training.load_data(run.args)[2]
+    info = experiment.load_data(run.args)[2]
     model = run.build_model(info)
     numpy.testing.assert_array_equal(
         model.predictor.layers[2].b.array, run.posterior.mu[
@@ -349,7 +349,7 @@ def test_model_that_does_not_fit_its_config_is_reported(tmp_path):
     with open(os.path.join(folder, 'config.json'), 'w') as f:
         json.dump(config, f)
     run = predictive.Run(folder, 'wrong-run')
-    info = training.load_data(run.args)[2]
+    info = experiment.load_data(run.args)[2]
     with pytest.raises(RunError, match='run wrong-run: .*model.npz does not '
                                        'fit the model its config.json'):
         run.build_model(info)

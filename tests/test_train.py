@@ -11,7 +11,7 @@ import numpy
 import pytest
 
 import chainer_vogn
-from chainer_vogn import cli
+from chainer_vogn import experiment
 from chainer_vogn import training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +34,7 @@ def test_every_shipped_config_parses():
         for opt in ('vogn', 'adam', 'mcdropout'):
             assert 'cifar10_{}_{}.yaml'.format(arch, opt) in names
     for path in paths:
-        args = cli.parse_args(['--config', path])
+        args = experiment.parse_args(['--config', path])
         assert args.dataset == 'cifar10'
         assert args.optimizer in os.path.basename(path)
 
@@ -44,7 +44,7 @@ def test_command_line_wins_over_config(tmp_path):
     config.write_text(json.dumps({'optimizer': 'adam', 'lr': 0.5,
                                   'weight-decay': 0.1,
                                   'lr_milestones': '3,6'}))
-    args = cli.parse_args(['--config', str(config), '--lr', '0.25'])
+    args = experiment.parse_args(['--config', str(config), '--lr', '0.25'])
     assert (args.optimizer, args.lr, args.weight_decay,
             args.lr_milestones) == ('adam', 0.25, 0.1, [3, 6])
 
@@ -57,13 +57,13 @@ def test_bad_config_is_named(tmp_path, capsys, content, message):
     config = tmp_path / 'c.json'
     config.write_text(json.dumps(content))
     with pytest.raises(SystemExit):
-        cli.parse_args(['--config', str(config)])
+        experiment.parse_args(['--config', str(config)])
     assert message in capsys.readouterr().err
 
 
 def test_samples_are_for_vogn_only(capsys):
     with pytest.raises(SystemExit):
-        cli.parse_args(['--optimizer', 'adam', '--samples', '2'])
+        experiment.parse_args(['--optimizer', 'adam', '--samples', '2'])
     assert 'applies to vogn only' in capsys.readouterr().err
 
 
@@ -213,16 +213,16 @@ class _PoisonedInSecondEpoch(object):
     ('vogn', 'VOGN step'), ('adam', 'training loss is nan')])
 def test_non_finite_loss_stops_with_last_good_snapshot(
         tmp_path, monkeypatch, opt, message):
-    load = training.load_data
+    load = experiment.load_data
 
     def poisoned(args):
         train, test, info = load(args)
         return _PoisonedInSecondEpoch(train), test, info
 
-    monkeypatch.setattr(training, 'load_data', poisoned)
+    monkeypatch.setattr(experiment, 'load_data', poisoned)
     monkeypatch.setattr(training.distributed, 'abort_on_uncaught_exception',
                         lambda: None)
-    args = cli.parse_args(SMALL + ['--optimizer', opt, '--epochs', '3',
+    args = experiment.parse_args(SMALL + ['--optimizer', opt, '--epochs', '3',
                                    '--out', str(tmp_path)])
     with pytest.raises(FloatingPointError, match=message):
         training.run(args)
