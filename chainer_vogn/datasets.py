@@ -419,8 +419,3 @@ class RandomCropFlip(object):
             x = x[:, :, ::-1]
         return numpy.ascontiguousarray(x), t
 
-
-def augment(dataset, seed=0, pad=4):
-    """``dataset`` seen through :class:`RandomCropFlip`."""
-    return chainer.datasets.TransformDataset(
-        dataset, RandomCropFlip(pad=pad, seed=seed))

@@ -193,12 +193,6 @@ def calibration(probs, labels, n_bins=15):
     }
 
 
-def max_probability(probs):
-    """Top-label probability per example: a confidence (higher means more
-    certain), so use ``1 - max_probability`` as an uncertainty score."""
-    return _check_probs(probs, 'probs').max(axis=1)
-
-
 def predictive_entropy(probs):
     """Entropy of each predictive distribution, in nats (0 log 0 = 0)."""
     return _entropy(_check_probs(probs, 'probs'))

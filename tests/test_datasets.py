@@ -487,18 +487,3 @@ def test_random_crop_flip_reproducible_and_flips_half():
         if flipped:
             numpy.testing.assert_array_equal(o, image[:, :, ::-1])
 
-
-def test_augment_wraps_in_a_transform_dataset():
-    x = numpy.random.RandomState(0).rand(4, 3, 8, 8).astype(numpy.float32)
-    dataset = chainer.datasets.TupleDataset(x, numpy.arange(4,
-                                                            dtype=numpy.int32))
-    first = datasets.augment(dataset, seed=5)
-    second = datasets.augment(dataset, seed=5)
-    assert isinstance(first, chainer.datasets.TransformDataset)
-    assert len(first) == 4
-    for i in range(4):
-        xa, ta = first[i]
-        xb, tb = second[i]
-        numpy.testing.assert_array_equal(xa, xb)
-        assert ta == tb == i
-        assert xa.shape == (3, 8, 8)

@@ -96,9 +96,7 @@ def test_calibration_rejects_bad_n_bins(n_bins):
         metrics.calibration(PROBS, LABELS, n_bins=n_bins)
 
 
-def test_uncertainty_scores_by_hand():
-    np.testing.assert_allclose(metrics.max_probability(PROBS),
-                               [0.5, 0.8, 0.6, 1.0])
+def test_predictive_entropy_by_hand():
     # row 0: -(0.5 log 0.5 + 2 * 0.25 log 0.25) = 0.5 log 2 + log 2
     # row 1: -(2 * 0.1 log 0.1 + 0.8 log 0.8) = 0.2 log 10 + 0.8 log 1.25
     # row 2: -(2 * 0.2 log 0.2 + 0.6 log 0.6) = 0.4 log 5 + 0.6 log(5/3)
