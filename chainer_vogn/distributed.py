@@ -4,9 +4,10 @@ P processes form S sample groups of D = P / S ranks each (``docs/
 algorithm.md``, "Distributed layout"):
 
 * rank r has ``sample_id = r // D`` and ``data_id = r % D``;
-* the *data communicator* joins the D ranks of one sample group (same weight
-  sample, different data shards); the *sample communicator* joins the S ranks
-  with the same data_id (same minibatches, different weight samples);
+* the *data communicator* (``data_comm``) joins the D ranks of one sample
+  group (same weight sample, different data shards) and scatters the data;
+  the S ranks with the same data_id see the same minibatches with different
+  weight samples and need no communicator of their own;
 * eps comes from (seed, sample_id, step), so it is shared inside a sample
   group and independent across groups;
 * each step does ONE allreduce of the packed [g_hat, h_hat] over all P ranks,
@@ -81,7 +82,6 @@ class DistributedVOGN(VOGN):
         self.sample_id = self.layout.sample_id
         self.data_id = self.layout.data_id
         self.data_comm = comm.split(self.sample_id, comm.rank)
-        self.sample_comm = comm.split(self.data_id, comm.rank)
 
     def setup(self, link):
         """Attach to ``link`` and broadcast its parameters from rank 0.

@@ -48,8 +48,7 @@ def main(out, samples):
         opt.update(lambda a, b: F.softmax_cross_entropy(model(a), b),
                    x[rows], t[rows])
     result = {'calls': numpy.array(calls), 'sample_id': opt.sample_id,
-              'data_id': opt.data_id, 'data_size': opt.data_comm.size,
-              'sample_size': opt.sample_comm.size}
+              'data_id': opt.data_id, 'data_size': opt.data_comm.size}
     for name, p in model.namedparams():
         result['mu' + name] = p.array
         result['m' + name] = p.update_rule.state['m']
