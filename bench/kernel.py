@@ -1,10 +1,11 @@
-"""Achieved bandwidth of VOGN's fused CuPy kernels against a device copy.
+"""Achieved bandwidth of VOGN's fused CuPy update kernel against a copy.
 
 The update kernel reads g_hat, h_hat, mu, m, s and writes mu, m, s (8 array
-passes); the sampling kernel reads mu, s, eps and writes w (4 passes).  A
-plain copy (``cupy.copyto``, 2 passes) of an array of the same size gives
-the bandwidth the device reaches on simple streaming, so kernel/copy near 1
-means the kernel is limited by memory, as it should be.  Times are CUDA
+passes).  A plain copy (``cupy.copyto``, 2 passes) of an array of the same
+size gives the bandwidth the device reaches on simple streaming, so
+kernel/copy near 1 means the kernel is limited by memory, as it should be.
+(Sampling, mu + sigma * eps, is plain CuPy arithmetic; bench/step_time.py
+times it as a phase of the step.)  Times are CUDA
 event medians over repeated launches.  Without CuPy or a GPU it prints
 "skipped: no GPU" and exits 0.
 
@@ -48,30 +49,26 @@ def event_seconds(run, repeat):
 
 
 def bench(size, dtype, repeat):
-    """Seconds and bytes/s of the copy and both kernels on ``size`` values."""
+    """Seconds and bytes/s of the copy and the update on ``size`` values."""
     cupy = cuda.cupy
     rng = cupy.random.RandomState(0)
-    g, h, mu, eps = (rng.standard_normal(size, dtype=dtype)
-                     for _ in range(4))
+    g, h, mu = (rng.standard_normal(size, dtype=dtype) for _ in range(3))
     m = cupy.zeros(size, dtype)
     s = cupy.ones(size, dtype)
     w = cupy.empty_like(mu)
     nbytes = mu.nbytes
     update = optimizer._update_kernel()
-    sample = optimizer._sample_kernel()
     cases = {
         'copy': (lambda: cupy.copyto(w, mu), 2),
         'update': (lambda: update(g, h, 1e-3, 0.9, 0.999, 2e-5, 1e-3, 0.5,
                                   False, mu, m, s), 8),
-        'sample': (lambda: sample(mu, s, eps, 2e-5, 2e-5, 1e-3, w), 4),
     }
     result = {}
     for name, (run, passes) in cases.items():
         seconds = event_seconds(run, repeat)
         result[name] = {'seconds': seconds,
                         'bytes_per_s': passes * nbytes / seconds}
-    for name in ('update', 'sample'):
-        result[name]['over_copy'] = (result[name]['bytes_per_s'] /
+    result['update']['over_copy'] = (result['update']['bytes_per_s'] /
                                      result['copy']['bytes_per_s'])
     return result
 

@@ -6,9 +6,11 @@ busy machine slows all of them alike.  The table gives the median step time
 after warm-up, VOGN/Adam, and the median time of each part of a VOGN step:
 forward, backward (without the hook), per-example statistics (the hook),
 sampling, update, communication (reduce_statistics: nothing on one process)
-and the rest (accumulating g and h, checks).  Timing does not change what
-the optimizer computes: the pieces are timed around the optimizer's own
-methods by a subclass.
+and the rest (accumulating g and h, walking the graph, checks).  Timing does
+not change what the optimizer computes: the bench wraps the optimizer's own
+methods on its instance, times the backward of every function with a
+FunctionHook entered before VOGN's, and times the statistics hook by
+wrapping ``SquaredGradientHook.backward_postprocess`` during VOGN's steps.
 
     python bench/step_time.py [--device 0] [--out step_time.json]
 """
@@ -18,6 +20,7 @@ import contextlib
 import functools
 import statistics
 import time
+from unittest import mock
 
 from _common import (get_device, machine, print_table, random_batch,
                      synchronize, write_json)
@@ -40,54 +43,66 @@ class Clock(object):
     def __init__(self, device):
         self.device = device
         self.seconds = collections.defaultdict(float)
+        self._started = {}
+
+    def start(self, phase):
+        synchronize(self.device)
+        self._started[phase] = time.perf_counter()
+
+    def stop(self, phase):
+        synchronize(self.device)
+        self.seconds[phase] += time.perf_counter() - self._started.pop(phase)
 
     @contextlib.contextmanager
     def __call__(self, phase):
-        synchronize(self.device)
-        start = time.perf_counter()
+        self.start(phase)
         try:
             yield
         finally:
-            synchronize(self.device)
-            self.seconds[phase] += time.perf_counter() - start
+            self.stop(phase)
 
 
-class TimedHook(SquaredGradientHook):
-    """The per-example statistics hook, timed."""
+def timed(function, clock, phase):
+    """``function``, its calls timed as ``phase`` of ``clock``."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with clock(phase):
+            return function(*args, **kwargs)
+    return wrapper
 
-    def __init__(self, named_params, clock):
-        super(TimedHook, self).__init__(named_params)
+
+class BackwardTimer(chainer.FunctionHook):
+    """Times the backward of every function as the phase 'backward'.
+
+    Entered before VOGN enters its SquaredGradientHook, so Chainer calls this
+    hook's backward_postprocess first: the statistics hook is not counted.
+    """
+
+    name = 'BackwardTimer'
+
+    def __init__(self, clock):
         self.clock = clock
+
+    def backward_preprocess(self, function, in_data, out_grad):
+        self.clock.start('backward')
 
     def backward_postprocess(self, function, in_data, out_grad):
-        with self.clock('hook'):
-            super(TimedHook, self).backward_postprocess(
-                function, in_data, out_grad)
+        self.clock.stop('backward')
 
 
-class TimedVOGN(VOGN):
-    """VOGN that records the seconds of its parts in ``clock``."""
+def timed_vogn_step(opt, clock):
+    """A function running ``opt.update`` with its parts timed in ``clock``."""
+    for method, phase in (('_put_sample', 'sampling'),
+                          ('reduce_statistics', 'communication'),
+                          ('_apply_update', 'update')):
+        setattr(opt, method, timed(getattr(opt, method), clock, phase))
+    hook_time = timed(SquaredGradientHook.backward_postprocess, clock, 'hook')
 
-    def __init__(self, clock, dataset_size, **kwargs):
-        super(TimedVOGN, self).__init__(dataset_size, **kwargs)
-        self.clock = clock
-        self.hook_class = functools.partial(TimedHook, clock=clock)
-
-    def _put_sample(self, *args):
-        with self.clock('sampling'):
-            super(TimedVOGN, self)._put_sample(*args)
-
-    def _backward(self, loss, hook):
-        with self.clock('backward+hook'):
-            super(TimedVOGN, self)._backward(loss, hook)
-
-    def reduce_statistics(self, grads, curvatures):
-        with self.clock('communication'):
-            return super(TimedVOGN, self).reduce_statistics(grads, curvatures)
-
-    def _apply_update(self, *args):
-        with self.clock('update'):
-            super(TimedVOGN, self)._apply_update(*args)
+    def step(lossfun, *args):
+        with mock.patch.object(SquaredGradientHook, 'backward_postprocess',
+                               hook_time), BackwardTimer(clock):
+            opt.update(lossfun, *args)
+    return step
 
 
 def make_step(name, arch, device, clock, num_samples):
@@ -96,23 +111,21 @@ def make_step(name, arch, device, clock, num_samples):
     model = models.get_model(arch, 10, in_channels=3, dropout=dropout)
     model.to_device(device)
     if name == 'vogn':
-        opt = TimedVOGN(clock, 50000, num_samples=num_samples)
+        opt = VOGN(50000, num_samples=num_samples).setup(model)
+        update = timed_vogn_step(opt, clock)
     else:
-        opt = chainer.optimizers.Adam()
-    opt.setup(model)
+        opt = chainer.optimizers.Adam().setup(model)
+        update = opt.update
 
     def lossfun(x, t):
         with clock('forward'):
             return F.softmax_cross_entropy(model(x), t)
-    return lambda x, t: opt.update(lossfun, x, t)
+    return lambda x, t: update(lossfun, x, t)
 
 
 def vogn_split(seconds, total):
-    """The parts of one VOGN step; the hook's time is out of backward's."""
-    split = {'forward': seconds['forward'],
-             'backward': seconds['backward+hook'] - seconds['hook']}
-    for phase in ('hook', 'sampling', 'update', 'communication'):
-        split[phase] = seconds[phase]
+    """The parts of one VOGN step; 'other' is what no phase covers."""
+    split = {phase: seconds[phase] for phase in PHASES if phase != 'other'}
     split['other'] = total - sum(split.values())
     return split
 

@@ -10,6 +10,8 @@ The model's parameters hold mu outside :meth:`VOGN.update`.  Parameters of
 BatchNormalization links are point estimates: no noise and no prior, but the
 same m, s, mu update.
 """
+import collections
+import contextlib
 import math
 
 import numpy
@@ -54,12 +56,23 @@ def current_tau(hp, t):
     return hp.tau_init + (hp.tau - hp.tau_init) * frac
 
 
+#: The constants of step t that follow tau: ``scale`` = tau_t / N_eff (the
+#: numerator of sigma^2) and ``delta_t`` = tau_t delta / N_eff (the prior term).
+StepConstants = collections.namedtuple('StepConstants', ['scale', 'delta_t'])
+
+#: What update_core needs besides the arrays: ``delta_t`` (0 for point
+#: estimates), ``bias_fix`` = 1 - beta1^t (1 without bias correction) and
+#: ``s_unset`` (this step sets s := h_hat).
+UpdateConstants = collections.namedtuple(
+    'UpdateConstants', ['delta_t', 'bias_fix', 's_unset'])
+
+
 def step_constants(hp, t, point_estimate=False):
-    """(tau/N_eff, delta_t) of step t; delta_t = 0 for point estimates."""
+    """The :class:`StepConstants` of step t; delta_t = 0 for point estimates."""
     tau = current_tau(hp, t)
     n_eff = hp.aug_factor * hp.dataset_size
     delta_t = 0.0 if point_estimate else tau * hp.prior_precision / n_eff
-    return tau / n_eff, delta_t
+    return StepConstants(tau / n_eff, delta_t)
 
 
 def check_hyperparameters(hp):
@@ -84,6 +97,13 @@ def check_hyperparameters(hp):
     need(hp.tau_warmup_steps == 0 or hp.tau_init > 0, 'tau_init', '> 0')
 
 
+#: One process's statistics of a step (spec steps 2-3): ``grads`` g_hat and
+#: ``curvatures`` h_hat ({name: array}), the mean ``loss`` over the K samples
+#: and ``reports``, the mean of what lossfun reported ({key: value}).
+SampleStatistics = collections.namedtuple(
+    'SampleStatistics', ['grads', 'curvatures', 'loss', 'reports'])
+
+
 class VOGNRule(optimizer.UpdateRule):
     """Update rule of VOGN for one parameter (spec steps 1 and 4-8).
 
@@ -100,73 +120,72 @@ class VOGNRule(optimizer.UpdateRule):
         self.curvature = None
 
     def init_state(self, param):
-        xp = backend.get_array_module(param.array)
         with chainer.using_device(param.device):
-            self.state['m'] = xp.zeros_like(param.array)
-            s0 = self.hyperparam.init_precision
-            self.state['s'] = xp.full_like(param.array, s0 or 0)
+            self.state['m'] = param.device.xp.zeros_like(param.array)
+            self.state['s'] = self._initial_s(param)
 
-    @property
-    def s_unset(self):
-        """True before the first step when no initial precision was given."""
-        return self.t == 0 and self.hyperparam.init_precision is None
+    def _initial_s(self, param):
+        return param.device.xp.full_like(
+            param.array, self.hyperparam.init_precision or 0)
+
+    def s_unset(self, t):
+        """True when s holds no estimate as step t starts: at step 1 without
+        ``init_precision`` (that step samples at mu and sets s := h_hat)."""
+        return t == 1 and self.hyperparam.init_precision is None
 
     def sigma(self, param, t=None):
-        """Posterior std for step t (default: the next step) as an array."""
+        """Posterior std for step t (default: the next step), spec step 1.
+
+        Zero for point estimates.  Before the first update, s is its initial
+        value.  This is the one place the formula for sigma is written.
+        """
         t = self.t + 1 if t is None else t
-        if self.state is None:
-            self._init_states(param)
-        scale, delta_t = step_constants(self.hyperparam, t, self.point_estimate)
-        xp = backend.get_array_module(param.array)
+        xp = param.device.xp
         if self.point_estimate:
             return xp.zeros_like(param.array)
-        s = self.state['s']
+        s = self._initial_s(param) if self.state is None else self.state['s']
+        scale, delta_t = step_constants(self.hyperparam, t)
         return xp.sqrt(scale / (s + delta_t + self.hyperparam.damping))
 
     def sample(self, param, eps):
         """The weight sample w = mu + sigma * eps for the next step (step 2)."""
         mu = param.array
-        if self.point_estimate or eps is None:
+        if self.point_estimate or eps is None or self.s_unset(self.t + 1):
             return mu
-        if self.state is None:
-            self._init_states(param)
-        if self.s_unset:
-            return mu
-        scale, delta_t = step_constants(self.hyperparam, self.t + 1)
-        s = self.state['s']
-        if isinstance(mu, cuda.ndarray):
-            return _sample_kernel()(mu, s, eps, scale, delta_t,
-                                    self.hyperparam.damping)
-        return mu + eps * numpy.sqrt(
-            scale / (s + delta_t + self.hyperparam.damping))
+        return mu + eps * self.sigma(param)
 
-    def _constants(self):
+    def _update_constants(self):
+        """The :class:`UpdateConstants` of step ``self.t``.
+
+        ``UpdateRule.update`` has advanced t to the step being applied.
+        """
         hp = self.hyperparam
         _, delta_t = step_constants(hp, self.t, self.point_estimate)
-        fix1 = 1.0 - math.pow(hp.beta1, self.t) if hp.bias_correction else 1.0
-        return delta_t, fix1, self.t == 1 and hp.init_precision is None
+        bias_fix = 1.0 - math.pow(hp.beta1, self.t) \
+            if hp.bias_correction else 1.0
+        return UpdateConstants(delta_t, bias_fix, self.s_unset(self.t))
 
     def update_core_cpu(self, param):
         hp = self.hyperparam
         g_hat, h_hat = param.grad, self.curvature
         m, s, mu = self.state['m'], self.state['s'], param.array
-        delta_t, fix1, s_unset = self._constants()
-        g = g_hat + delta_t * mu
+        c = self._update_constants()
+        g = g_hat + c.delta_t * mu
         m *= hp.beta1
         m += (1 - hp.beta1) * g
-        if s_unset:
+        if c.s_unset:
             s[...] = h_hat
         else:
             s *= hp.beta2
             s += (1 - hp.beta2) * h_hat
-        mu -= hp.lr * (m / fix1) / (s + delta_t + hp.damping)
+        mu -= hp.lr * (m / c.bias_fix) / (s + c.delta_t + hp.damping)
 
     def update_core_gpu(self, param):
         hp = self.hyperparam
-        delta_t, fix1, s_unset = self._constants()
+        c = self._update_constants()
         _update_kernel()(
-            param.grad, self.curvature, hp.lr, hp.beta1, hp.beta2, delta_t,
-            hp.damping, fix1, s_unset,
+            param.grad, self.curvature, hp.lr, hp.beta1, hp.beta2, c.delta_t,
+            hp.damping, c.bias_fix, c.s_unset,
             param.array, self.state['m'], self.state['s'])
 
 
@@ -174,22 +193,13 @@ class VOGNRule(optimizer.UpdateRule):
 def _update_kernel():
     return cuda.elementwise(
         'T g_hat, T h_hat, T lr, T beta1, T beta2, T delta_t, T damping, '
-        'T fix1, bool s_unset',
+        'T bias_fix, bool s_unset',
         'T mu, T m, T s',
         '''T g = g_hat + delta_t * mu;
            m = beta1 * m + (1 - beta1) * g;
            s = s_unset ? h_hat : beta2 * s + (1 - beta2) * h_hat;
-           mu -= lr * (m / fix1) / (s + delta_t + damping);''',
+           mu -= lr * (m / bias_fix) / (s + delta_t + damping);''',
         'vogn_update')
-
-
-@cuda.memoize()
-def _sample_kernel():
-    return cuda.elementwise(
-        'T mu, T s, T eps, T scale, T delta_t, T damping',
-        'T w',
-        'w = mu + eps * sqrt(scale / (s + delta_t + damping));',
-        'vogn_sample')
 
 
 class VOGN(optimizer.GradientMethod):
@@ -206,13 +216,21 @@ class VOGN(optimizer.GradientMethod):
 
     Call ``update(lossfun, *args)`` with a ``lossfun`` that returns the
     minibatch MEAN of per-example losses; it is called K times per step
-    while the parameters hold the sampled weights.
+    while the parameters hold the sampled weights.  What it reports with
+    ``chainer.report`` (e.g. ``main/loss`` of ``L.Classifier``) is reported
+    once per step as the mean over the K samples; :attr:`last_loss` is that
+    mean of the loss.
+
+    Optimizer hooks (``add_hook``) run once per step, as for Chainer's
+    gradient methods: 'pre' hooks see g_hat, the averaged gradient of
+    spec step 3, in ``param.grad`` and may change it (WeightDecay,
+    GradientClipping, Lasso); 'post' hooks run after the update, when the
+    parameters hold the new mu.  h_hat is not theirs to change.  See
+    ``docs/algorithm.md``.
     """
 
     #: Index of this process's Monte Carlo sample group (see distributed).
     sample_id = 0
-    #: The hook that records h_k during backward (bench/ times a subclass).
-    hook_class = SquaredGradientHook
 
     def __init__(self, dataset_size, lr=_default_hyperparam.lr,
                  beta1=_default_hyperparam.beta1,
@@ -265,7 +283,9 @@ class VOGN(optimizer.GradientMethod):
         """Attach to ``link``; every parameter must belong to a supported link."""
         point_estimates = set()
         for path, sub in link.namedlinks():
-            own = [getattr(sub, name) for name in sub._params]
+            own = {name[1:]: param for name, param
+                   in sub.namedparams(include_uninit=True)
+                   if name.count('/') == 1}
             if not own:
                 continue
             if not isinstance(sub, SUPPORTED_LINKS):
@@ -275,9 +295,9 @@ class VOGN(optimizer.GradientMethod):
                     'or train it with another optimizer.'.format(
                         ', '.join(c.__name__ for c in SUPPORTED_LINKS),
                         path or '/', type(sub).__name__,
-                        sorted(sub._params)))
+                        sorted(own)))
             if isinstance(sub, POINT_ESTIMATE_LINKS):
-                point_estimates.update(id(p) for p in own)
+                point_estimates.update(id(p) for p in own.values())
         super(VOGN, self).setup(link)
         for param in link.params(include_uninit=True):
             param.update_rule.point_estimate = id(param) in point_estimates
@@ -319,7 +339,11 @@ class VOGN(optimizer.GradientMethod):
         return grads, curvatures
 
     def update(self, lossfun=None, *args, **kwds):
-        """One VOGN step (spec steps 1-8) with ``lossfun(*args, **kwds)``."""
+        """One VOGN step (spec steps 1-8) with ``lossfun(*args, **kwds)``.
+
+        The order follows ``GradientMethod.update``: gradients, 'pre' hooks,
+        t += 1, the update of every parameter, 'post' hooks.
+        """
         if lossfun is None:
             raise TypeError(
                 'VOGN.update needs lossfun: it evaluates the loss at sampled '
@@ -328,21 +352,42 @@ class VOGN(optimizer.GradientMethod):
             # Lazily initialised links (L.Linear(None, n)) get their
             # parameters on a first forward pass.
             with chainer.using_config('train', False), \
-                    chainer.no_backprop_mode():
+                    chainer.no_backprop_mode(), _reports_into({}):
                 lossfun(*args, **kwds)
         named = self._named_params()
         step = self.t + 1
-        hook = self.hook_class(named)
+        stats = self._sample_statistics(named, step, lossfun, args, kwds)
+        grads, curvatures = self.reduce_statistics(stats.grads,
+                                                   stats.curvatures)
+        chainer.report(stats.reports)
+        self.last_loss = float(stats.loss)
+        _check_finite(step, self.last_loss, grads, curvatures)
+
+        for name, param in named:
+            param.grad = grads[name]
+        self.reallocate_cleared_grads()
+        self.call_hooks('pre')
+        self.t += 1
+        self._apply_update(named, curvatures)
+        self.call_hooks('post')
+
+    def _sample_statistics(self, named, step, lossfun, args, kwds):
+        """Spec steps 2-3 on this process, as :class:`SampleStatistics`."""
+        hook = SquaredGradientHook(named)
         mus = [(p, p.array) for _, p in named]
-        grads, curvatures, losses = {}, {}, []
+        grads, curvatures, losses, observations = {}, {}, [], []
         try:
             for k in range(self.num_samples):
                 self._put_sample(named, mus, step, k)
                 self.target.cleargrads()
-                loss = lossfun(*args, **kwds)
+                observation = {}
+                with _reports_into(observation):
+                    loss = lossfun(*args, **kwds)
                 _check_loss(loss)
-                self._backward(loss, hook)
-                losses.append(float(loss.array))
+                with hook:
+                    loss.backward()
+                losses.append(loss.array)
+                observations.append(observation)
                 self._accumulate(named, hook.squared, grads, curvatures, k)
         finally:
             for param, mu in mus:
@@ -350,12 +395,9 @@ class VOGN(optimizer.GradientMethod):
         for name in grads:
             grads[name] /= self.num_samples
             curvatures[name] /= self.num_samples
-        grads, curvatures = self.reduce_statistics(grads, curvatures)
-        self.last_loss = sum(losses) / len(losses)
-        _check_finite(step, self.last_loss, grads, curvatures)
-
-        self.t += 1
-        self._apply_update(named, grads, curvatures)
+        return SampleStatistics(grads, curvatures,
+                                sum(losses) / len(losses),
+                                _mean_observation(observations))
 
     def _put_sample(self, named, mus, step, k):
         """Put sample k of ``step``, w = mu + sigma * eps, into the params."""
@@ -364,15 +406,9 @@ class VOGN(optimizer.GradientMethod):
             param.array = mu
             param.array = param.update_rule.sample(param, eps[name])
 
-    def _backward(self, loss, hook):
-        """Backpropagate ``loss`` while ``hook`` records the statistics."""
-        with hook:
-            loss.backward()
-
-    def _apply_update(self, named, grads, curvatures):
-        """Spec steps 4-8 for every parameter, given g_hat and h_hat."""
+    def _apply_update(self, named, curvatures):
+        """Spec steps 4-8 for every parameter; param.grad holds g_hat."""
         for name, param in named:
-            param.grad = grads[name]
             param.update_rule.curvature = curvatures[name]
             param.update()
             param.update_rule.curvature = None
@@ -397,6 +433,33 @@ class VOGN(optimizer.GradientMethod):
             else:
                 grads[name] += param.grad
                 curvatures[name] += squared[name]
+
+
+@contextlib.contextmanager
+def _reports_into(observation):
+    """Collect what is reported with ``chainer.report`` into ``observation``
+    instead of the current reporter's; without a current reporter nothing
+    is reported at all."""
+    try:
+        reporter = chainer.get_current_reporter()
+    except IndexError:
+        yield
+        return
+    outer = reporter.observation
+    reporter.observation = observation
+    try:
+        yield
+    finally:
+        reporter.observation = outer
+
+
+def _mean_observation(observations):
+    """The mean of every reported value over the samples that reported it."""
+    values = collections.defaultdict(list)
+    for observation in observations:
+        for key, value in observation.items():
+            values[key].append(getattr(value, 'array', value))
+    return {key: sum(v) / len(v) for key, v in values.items()}
 
 
 def _check_loss(loss):

@@ -219,6 +219,130 @@ def test_posterior_round_trip(tmp_path):
         post.load_into(MixedNet(channels=5))
 
 
+
+# Chainer's optimizer contract: hooks and reports
+
+def _start(model):
+    return {n: dict(mu=p.array.copy(), m=numpy.zeros_like(p.array), s=None)
+            for n, p in model.namedparams()}
+
+
+def _lossfun(model):
+    return lambda a, b: F.softmax_cross_entropy(model(a), b)
+
+
+def test_hooks_run_once_per_step_at_their_timings():
+    model, opt, x, t = _setup(num_samples=2)
+    start = _start(model)
+    calls = []
+
+    def pre(optimizer):
+        calls.append(('pre', optimizer.t,
+                      {n: (p.array.copy(), p.grad.copy())
+                       for n, p in model.namedparams()}))
+
+    def post(optimizer):
+        calls.append(('post', optimizer.t,
+                      {n: p.array.copy() for n, p in model.namedparams()}))
+
+    def per_param(rule, param):
+        calls.append(('per_param', rule.t, None))
+    per_param.call_for_each_param = True
+
+    opt.add_hook(pre, timing='pre')
+    opt.add_hook(post, timing='post')
+    opt.add_hook(per_param, timing='pre')
+    opt.update(_lossfun(model), x, t)
+    n_params = len(start)
+    assert [c[:2] for c in calls] == \
+        [('pre', 0)] + [('per_param', 0)] * n_params + [('post', 1)]
+    # Step 1 without init_precision: both samples are mu, so the 'pre' hook
+    # sees g_hat = the gradient at mu, with mu not yet updated.
+    g_at_mu, h_at_mu = per_example_mixed(
+        {n: st['mu'] for n, st in start.items()}, x, t)
+    want = vogn_step(start, None, [(g_at_mu, h_at_mu)] * 2, 1, HP, POINT)
+    for name in start:
+        mu_seen, grad_seen = calls[0][2][name]
+        numpy.testing.assert_array_equal(mu_seen, start[name]['mu'])
+        numpy.testing.assert_allclose(grad_seen, g_at_mu[name], rtol=RTOL,
+                                      atol=1e-15, err_msg=name)
+        numpy.testing.assert_allclose(calls[-1][2][name], want[name]['mu'],
+                                      rtol=RTOL, atol=1e-15, err_msg=name)
+    for _ in range(2):
+        opt.update(_lossfun(model), x, t)
+    assert [c[:2] for c in calls if c[0] != 'per_param'] == [
+        ('pre', 0), ('post', 1), ('pre', 1), ('post', 2), ('pre', 2),
+        ('post', 3)]
+
+
+def test_weight_decay_hook_adds_to_g_hat():
+    rate = 0.3
+    model, opt, x, t = _setup(seed=2)
+    opt.add_hook(chainer.optimizer_hooks.WeightDecay(rate))
+    start = _start(model)
+    seen = []
+    opt.update(_recording_lossfun(model, seen), x, t)
+    g, h = per_example_mixed(seen[0], x, t)
+    decayed = {n: g[n] + rate * start[n]['mu'] for n in g}
+    _assert_state(model, vogn_step(start, seen, [(decayed, h)], 1, HP, POINT))
+
+
+def test_gradient_clipping_hook_rescales_g_hat():
+    model, opt, x, t = _setup(seed=4)
+    start = _start(model)
+    g, h = per_example_mixed({n: st['mu'] for n, st in start.items()}, x, t)
+    norm = numpy.sqrt(sum((v ** 2).sum() for v in g.values()))
+    threshold = norm / 4
+    opt.add_hook(chainer.optimizer_hooks.GradientClipping(threshold))
+    opt.update(_lossfun(model), x, t)
+    clipped = {n: v * (threshold / norm) for n, v in g.items()}
+    _assert_state(model, vogn_step(start, None, [(clipped, h)], 1, HP, POINT))
+
+
+def test_reports_are_the_mean_over_the_samples():
+    K = 3
+    model, opt, x, t = _setup(seed=6, init_precision=1.0, num_samples=K)
+    classifier = L.Classifier(model)
+    seen = []
+
+    def lossfun(a, b):
+        seen.append({n: p.array.copy() for n, p in model.namedparams()})
+        return classifier(a, b)
+
+    reporter = chainer.Reporter()
+    reporter.add_observer('main', classifier)
+    observation = {}
+    with reporter.scope(observation):
+        opt.update(lossfun, x, t)
+    assert len(seen) == K
+    losses, accuracies = [], []
+    for weights in seen:
+        net = MixedNet()
+        for name, p in net.namedparams():
+            p.array = weights[name]
+        y = net(x).array
+        shifted = y - y.max(axis=1, keepdims=True)
+        log_p = shifted - numpy.log(numpy.exp(shifted).sum(axis=1,
+                                                           keepdims=True))
+        losses.append(-log_p[numpy.arange(len(t)), t].mean())
+        accuracies.append((y.argmax(axis=1) == t).mean())
+    assert len(set(losses)) == K  # the samples differ
+    assert sorted(observation) == ['main/accuracy', 'main/loss']
+    numpy.testing.assert_allclose(float(observation['main/loss']),
+                                  numpy.mean(losses), rtol=RTOL)
+    numpy.testing.assert_allclose(float(observation['main/accuracy']),
+                                  numpy.mean(accuracies), rtol=RTOL)
+    numpy.testing.assert_allclose(opt.last_loss, numpy.mean(losses),
+                                  rtol=RTOL)
+
+
+def test_update_without_a_reporter_still_records_the_loss():
+    model, opt, x, t = _setup(seed=6, init_precision=1.0, num_samples=2)
+    classifier = L.Classifier(model)
+    opt.update(classifier, x, t)
+    assert numpy.isfinite(opt.last_loss)
+
+
 # Bad input
 
 def test_unsupported_link_is_named():
