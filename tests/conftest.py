@@ -8,6 +8,35 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+#: Test files that run the project's scripts (train.py, evaluate.py, the job
+#: scripts, bench/) as a user would: marked ``e2e``.
+E2E_FILES = {'test_train.py', 'test_evaluate.py', 'test_jobscripts.py',
+             'test_bench.py'}
+#: Test files whose every test starts MPI processes: marked ``mpi`` (as is
+#: any test that uses the ``mpiexec`` fixture).
+MPI_FILES = {'test_distributed.py'}
+KINDS = ('unit', 'mpi', 'e2e')
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test ``unit``, ``mpi`` and/or ``e2e`` (pyproject.toml).
+
+    A test marked explicitly keeps its marks.  Otherwise its file and its
+    use of ``mpiexec`` decide; a test that is neither mpi nor e2e, in any
+    file including new ones, is a unit test.
+    """
+    for item in items:
+        if any(item.get_closest_marker(kind) for kind in KINDS):
+            continue
+        filename = os.path.basename(str(item.fspath))
+        kinds = []
+        if filename in MPI_FILES or 'mpiexec' in item.fixturenames:
+            kinds.append('mpi')
+        if filename in E2E_FILES:
+            kinds.append('e2e')
+        for kind in kinds or ['unit']:
+            item.add_marker(kind)
+
 
 def mpiexec_command(n):
     """The command prefix that starts ``n`` ranks of this interpreter.
