@@ -54,8 +54,9 @@ if [[ -n $CLASSES ]]; then
   data+=(--classes "$CLASSES")
 fi
 communicator=naive
-if ((DEVICE >= 0)); then
+if ((DEVICE >= 0)); then  # rank r uses GPU DEVICE + r: check them first
   communicator=pure_nccl
+  "$PYTHON" -m chainer_vogn.preflight --gpus $((DEVICE + NP)) --launcher "$MPIEXEC"
 fi
 
 train() {  # train OPTIMIZER PROCESSES [more train.py options]

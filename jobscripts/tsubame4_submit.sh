@@ -11,52 +11,40 @@
 # finish (a time-out), evaluate.py stops saying so: once the jobs have ended,
 # run the same command again, and every training resumes from its newest
 # snapshot. ARCH, DATA_DIR, OOD, MC_SAMPLES, PYTHON and MODULES, when set,
-# are passed on to the jobs (see jobscripts/tsubame4.sh).
+# are passed on to the jobs (see jobscripts/common.sh). NODES (default 4),
+# SAMPLES, WALLTIME (per training, TSUBAME's limit is 24:00:00) and
+# EVAL_WALLTIME set the jobs' sizes.
 set -euo pipefail
 
 GROUP=${GROUP:-}                      # required: your TSUBAME group (qsub -g)
-OUT=${OUT:-}                          # required: folder of the runs and the report
-NODES=${NODES:-4}                     # node_f nodes of the VOGN job: P = 4 x NODES
-SAMPLES=${SAMPLES:-4}                 # VOGN sample groups S; P = S x D
-WALLTIME=${WALLTIME:-24:00:00}        # per training job (TSUBAME's limit: 24 h)
-EVAL_WALLTIME=${EVAL_WALLTIME:-02:00:00}
+NODES=${NODES:-4}                     # nodes of the VOGN job: P = 4 x NODES
+GPUS_PER_NODE=4
+RESOURCE=${RESOURCE:-node_f}          # the whole-node resource of qsub -l
+JOB_SCRIPT=${JOB_SCRIPT:-jobscripts/tsubame4.sh}
+USAGE="GROUP=tga-xxx OUT=runs/lenet5 ${SUBMIT_SCRIPT:-jobscripts/tsubame4_submit.sh}"
 
-: "${GROUP:?set GROUP to your TSUBAME group: GROUP=tga-xxx OUT=runs/lenet5 jobscripts/tsubame4_submit.sh}"
-: "${OUT:?set OUT to the output folder: GROUP=tga-xxx OUT=runs/lenet5 jobscripts/tsubame4_submit.sh}"
-for walltime in "$WALLTIME" "$EVAL_WALLTIME"; do
-  if [[ ! $walltime =~ ^[0-9]+:[0-5][0-9]:[0-5][0-9]$ ]]; then
-    echo "walltime $walltime: expected HH:MM:SS" >&2
-    exit 1
-  fi
-done
-processes=$((4 * NODES))
-if ((processes % SAMPLES != 0)); then
-  echo "SAMPLES=$SAMPLES does not divide the $processes processes of NODES=$NODES" >&2
-  exit 1
-fi
-if [[ ! -f train.py ]]; then
-  echo "run from the chainer-vogn folder: the jobs start where qsub is run" >&2
-  exit 1
-fi
-shards=$((processes / SAMPLES))
-
-vars=OUT=$OUT,SAMPLES=$SAMPLES,SHARDS=$shards
+: "${GROUP:?set GROUP to your TSUBAME group: $USAGE}"
+# Grid Engine jobs do not inherit this environment: pass on what is set.
+passed=
 for name in ARCH DATA_DIR OOD MC_SAMPLES PYTHON MODULES; do
   if [[ -n ${!name:-} ]]; then
-    vars+=,$name=${!name}
+    passed+=,$name=${!name}
   fi
 done
+[[ -f jobscripts/common.sh ]] || { echo "run from the chainer-vogn folder: the jobs start where qsub is run" >&2; exit 1; }
+. jobscripts/common.sh
+check_submission
+vars=OUT=$OUT,SAMPLES=$SAMPLES,SHARDS=$SHARDS$passed
 
-submit() {  # submit RUN RESOURCE WALLTIME [qsub options]: prints the job id
-  local run=$1 resource=$2 walltime=$3
+submit() {  # submit RUN NODES WALLTIME [JOB ID...]: prints the job id
+  local run=$1 nodes=$2 walltime=$3 hold=() answer
   shift 3
-  qsub -terse -g "$GROUP" -N "vogn-$run" -l "$resource" -l "h_rt=$walltime" \
-    -v "RUN=$run,$vars" "$@" jobscripts/tsubame4.sh
+  if (($#)); then
+    hold=(-hold_jid "$(IFS=,; echo "$*")")
+  fi
+  answer=$(qsub -terse -g "$GROUP" -N "vogn-$run" -l "$RESOURCE=$nodes" -l "h_rt=$walltime" \
+    -v "RUN=$run,$vars" "${hold[@]}" "$JOB_SCRIPT")
+  job_id "$answer"
 }
 
-vogn=$(submit vogn "node_f=$NODES" "$WALLTIME")
-adam=$(submit adam "node_f=$(((shards + 3) / 4))" "$WALLTIME")
-mcdropout=$(submit mcdropout "node_f=$(((shards + 3) / 4))" "$WALLTIME")
-evaluate=$(submit evaluate node_f=1 "$EVAL_WALLTIME" -hold_jid "$vogn,$adam,$mcdropout")
-echo "submitted vogn $vogn, adam $adam, mcdropout $mcdropout and evaluate $evaluate (held until they end)"
-echo "report: $OUT/report (qstat shows the jobs)"
+submit_pipeline

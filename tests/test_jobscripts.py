@@ -1,9 +1,10 @@
 """jobscripts/ and environment.yml.
 
 The cluster scripts run here for real under bash, with stand-ins for
-mpirun, srun, qsub, sbatch and `module` that only record how they were
-called; the train.py and evaluate.py command lines they launch then go
-through the real parsers. jobscripts/local.sh runs end to end on the digits,
+mpirun, srun, qsub, sbatch, `module` and the job's python (which the jobs
+only run for the preflight) that only record how they were called; the
+train.py and evaluate.py command lines they launch then go through the real
+parsers. jobscripts/local.sh runs end to end on the digits,
 once whole and once killed after its first VOGN snapshot and started again.
 """
 import glob
@@ -42,8 +43,15 @@ SUBMIT_SCRIPTS = {
     'tsubame4_submit.sh': 'tsubame4.sh',
     'slurm_submit.sh': 'slurm.sh',
 }
-ALL_SCRIPTS = sorted(list(JOB_SCRIPTS) + list(SUBMIT_SCRIPTS) + ['local.sh'])
+ALL_SCRIPTS = sorted(list(JOB_SCRIPTS) + list(SUBMIT_SCRIPTS) +
+                     ['local.sh', 'common.sh'])
 NODE_RESOURCE = {'tsubame3.sh': 'f_node', 'tsubame4.sh': 'node_f'}
+#: job script: the modules it loads by default
+MODULES = {'tsubame3.sh': 'cuda cudnn nccl openmpi',
+           'tsubame4.sh': 'cuda/12.3.2 cudnn/8.9.7 nccl/2.20.5 '
+                          'openmpi/5.0.2-gcc',
+           'slurm.sh': 'cuda cudnn nccl openmpi'}
+LAUNCHER = {'ge': 'mpirun', 'slurm': 'srun'}
 RUN_FOLDERS = ('vogn', 'adam', 'mcdropout')
 
 
@@ -114,6 +122,7 @@ def check_walltime(text, limit_hours=None):
 def test_grid_engine_directives(name):
     words = directives(name, '#$ ')
     assert '-cwd' in words
+    assert words[words.index('-S') + 1] == '/bin/bash'
     resources = dict(words[i + 1].split('=', 1)
                      for i, word in enumerate(words) if word == '-l')
     assert set(resources) == {NODE_RESOURCE[name], 'h_rt'}, resources
@@ -138,12 +147,16 @@ with open(os.environ['STUB_LOG'], 'a') as f:
     f.write(json.dumps({{'prog': name, 'argv': sys.argv[1:]}}) + '\\n')
 if name == 'mpiexec' and sys.argv[1:] == ['--version']:
     print('mpiexec (Open MPI) 5.0.0')
+elif name == 'python' and os.environ.get('PREFLIGHT_FAILS'):
+    sys.exit(os.environ['PREFLIGHT_FAILS'])
 elif name in ('qsub', 'sbatch'):
     counter = os.environ['STUB_LOG'] + '.jobs'
     job = len(open(counter).read()) + 1 if os.path.exists(counter) else 1
     open(counter, 'a').write('x')
     # sbatch --parsable may add the cluster name after a semicolon
-    print(str(job) + (';cluster' if name == 'sbatch' else ''))
+    answer = os.environ.get('QSUB_ANSWER', '{{job}}') if name == 'qsub' \
+        else '{{job}};cluster'
+    print(answer.format(job=job))
 '''
 MODULE_FUNCTION = ('() {  printf \'{"prog": "module", "argv": ["%s"]}\\n\' '
                    '"$*" >> "$STUB_LOG"; }')
@@ -154,7 +167,7 @@ def stubs(tmp_path):
     """run(script, env) -> (CompletedProcess, [records of stand-in calls])."""
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
-    for prog in ('mpirun', 'mpiexec', 'srun', 'qsub', 'sbatch'):
+    for prog in ('mpirun', 'mpiexec', 'srun', 'qsub', 'sbatch', 'python'):
         path = bin_dir / prog
         path.write_text(STUB.format(python=sys.executable))
         path.chmod(0o755)
@@ -166,7 +179,7 @@ def stubs(tmp_path):
         full_env = {'PATH': '{}:/usr/bin:/bin'.format(bin_dir),
                     'HOME': str(tmp_path), 'STUB_LOG': str(log),
                     'BASH_FUNC_module%%': MODULE_FUNCTION,
-                    'PYTHON': sys.executable}
+                    'PYTHON': str(bin_dir / 'python')}
         full_env.update(env)
         result = subprocess.run(['bash', path], env=full_env, cwd=REPO,
                                 capture_output=True, text=True, timeout=60)
@@ -212,7 +225,7 @@ def launches(calls):
             continue
         at = next(i for i, word in enumerate(argv)
                   if word in ('train.py', 'evaluate.py'))
-        assert argv[at - 1] == sys.executable, argv
+        assert argv[at - 1].endswith('/bin/python'), argv  # the stand-in
         options, program, args = argv[:at - 1], argv[at], argv[at + 1:]
         if program == 'train.py':
             # The raw parser, then train.py's own (config file and checks).
@@ -266,20 +279,26 @@ def test_job_script_runs_the_whole_pipeline(stubs, name, arch):
     out = str(stubs.tmp_path / 'runs' / arch)
     result, calls = stubs(script(name), job_env(name, 4, OUT=out, ARCH=arch))
     assert result.returncode == 0, result.stderr
-    assert calls[0] == {'prog': 'module',
-                        'argv': ['load cuda cudnn nccl openmpi']}
+    assert calls[0] == {'prog': 'module', 'argv': ['load ' + MODULES[name]]}
+    # The preflight, once, before anything is launched.
+    assert calls[1] == {'prog': 'python', 'argv': [
+        '-m', 'chainer_vogn.preflight', '--gpus', '4',
+        '--launcher', LAUNCHER[JOB_SCRIPTS[name][0]]]}
+    assert [c['prog'] for c in calls].count('python') == 1
     found = launches(calls)
     assert len(found) == 4, calls
     check_train(found[0], out, 'vogn', 16, samples=4, arch=arch)
     check_train(found[1], out, 'adam', 4, arch=arch)
     check_train(found[2], out, 'mcdropout', 4, arch=arch)
     check_evaluate(found[3], out)
-    if JOB_SCRIPTS[name][0] == 'ge':
-        for launch in found:
-            options = launch['options']
+    for launch in found:
+        options = launch['options']
+        if JOB_SCRIPTS[name][0] == 'ge':
             assert options[options.index('-npernode') + 1] == '4'
             assert {'LD_LIBRARY_PATH', 'PATH'} <= {
                 options[i + 1] for i, o in enumerate(options) if o == '-x'}
+        else:  # srun does not inherit sbatch's --cpus-per-task (22.05 on)
+            assert '--cpus-per-task=4' in options
     assert not os.path.exists(out)
 
 
@@ -290,6 +309,28 @@ def test_job_script_runs_one_step(stubs, name):
     assert result.returncode == 0, result.stderr
     (launch,) = launches(calls)
     check_train(launch, '/scratch/x', 'vogn', 8, samples=8)
+
+
+def test_slurm_job_passes_its_cpus_per_task_to_srun(stubs):
+    result, calls = stubs(script('slurm.sh'), job_env(
+        'slurm.sh', 1, OUT='/scratch/x', RUN='adam', SLURM_CPUS_PER_TASK='8'))
+    assert result.returncode == 0, result.stderr
+    (launch,) = launches(calls)
+    assert '--cpus-per-task=8' in launch['options']
+
+
+@pytest.mark.parametrize('name', sorted(JOB_SCRIPTS))
+def test_failed_preflight_stops_the_job_before_training(stubs, name):
+    message = 'preflight: NCCL 2.8.4 is older than 2.16, the oldest ...'
+    result, calls = stubs(script(name), job_env(
+        name, 4, OUT='/scratch/x', PREFLIGHT_FAILS=message))
+    assert result.returncode != 0
+    assert result.stderr.strip() == message
+    assert [c['prog'] for c in calls] == ['module', 'python']
+
+
+def test_tsubame4_modules_have_versions():
+    assert all('/' in module for module in MODULES['tsubame4.sh'].split())
 
 
 def parse_ge_submission(argv):
@@ -342,6 +383,27 @@ def test_grid_engine_submit_script(stubs, name):
                         arch='alexnet')
     assert runs == ['vogn', 'adam', 'mcdropout', 'evaluate']
     assert 'runs/x/report' in result.stdout
+
+
+@pytest.mark.parametrize('answer', [
+    '{job}', '{job}.1-1:1', '  {job}\n',
+    'Your job {job} ("vogn-x") has been submitted'])
+def test_grid_engine_submit_reads_the_job_id(stubs, answer):
+    result, calls = stubs(script('tsubame4_submit.sh'), {
+        'GROUP': 'g', 'OUT': 'runs/x', 'QSUB_ANSWER': answer})
+    assert result.returncode == 0, result.stderr
+    evaluate = parse_ge_submission(calls[-1]['argv'])[0]
+    assert evaluate['-hold_jid'] == ['1,2,3']
+    assert 'evaluate 4' in result.stdout
+
+
+def test_grid_engine_submit_stops_without_a_job_id(stubs):
+    result, calls = stubs(script('tsubame4_submit.sh'), {
+        'GROUP': 'g', 'OUT': 'runs/x',
+        'QSUB_ANSWER': 'Unable to run job: denied'})
+    assert result.returncode != 0
+    assert 'no job id' in result.stderr and 'denied' in result.stderr
+    assert len(calls) == 1  # nothing submitted after the failure
 
 
 def test_slurm_submit_script(stubs):
@@ -398,6 +460,9 @@ def test_local_script_command_lines(stubs, device, communicator):
         assert launch['options'] == flags + ['-n', str(launch['processes'])]
         found.append(launch)
     vogn, adam, mcdropout, evaluate = found
+    preflight = [c['argv'] for c in calls if c['prog'] == 'python']
+    assert preflight == ([['-m', 'chainer_vogn.preflight', '--gpus', '4',
+                           '--launcher', 'mpiexec']] if device == '0' else [])
     for launch, optimizer, processes in [(vogn, 'vogn', 4), (adam, 'adam', 2),
                                          (mcdropout, 'mcdropout', 2)]:
         args = launch['args']
