@@ -13,14 +13,16 @@ import sys
 
 import chainer_vogn  # NOQA: makes chainer importable on every stack
 from chainer_vogn import datasets
+from chainer_vogn import evaluation
 from chainer_vogn import experiment
-from chainer_vogn import predictive
+from chainer_vogn import mpi
+from chainer_vogn import ood
 from chainer_vogn.experiment import at_least
 
 
 def _ood(text):
     try:
-        predictive.parse_ood(text)
+        ood.parse_ood(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e))
     return text
@@ -30,8 +32,8 @@ def build_parser():
     p = argparse.ArgumentParser(
         description='Evaluate train.py runs: VOGN with T weight samples, MC '
                     'dropout with T dropout passes, Adam/SGD with one pass. '
-                    'Writes report.json/csv/md, ROC, reliability and entropy '
-                    'figures and predictions.npz into --out.')
+                    'Writes report.json/csv/md, ROC, reliability, entropy and '
+                    'gallery figures and predictions.npz into --out.')
     p.add_argument('runs', nargs='+', metavar='RUN',
                    help='--out folders of train.py runs (config.json and '
                         'model.npz)')
@@ -63,8 +65,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    mpi.require_mpi('evaluate.py')
     try:
-        predictive.evaluate(args)
+        evaluation.evaluate(args)
     except (experiment.RunError, ValueError, FileNotFoundError) as e:
         experiment.fail('evaluate.py: error: {}'.format(e))
 

@@ -10,11 +10,13 @@ import sys
 
 import chainer_vogn  # NOQA: makes chainer importable on every stack
 from chainer_vogn import experiment
+from chainer_vogn import mpi
 from chainer_vogn import training
 
 
 def main(argv=None):
     args = experiment.parse_args(argv)
+    mpi.require_mpi('train.py')
     try:
         training.run(args)
     except (experiment.RunError, ValueError, FileNotFoundError,

@@ -273,9 +273,48 @@ def _standardise(x_train, x_test, max_value):
         std[c] = x_train[:, c].std(dtype=numpy.float64)
     std[std == 0] = 1  # a constant channel is only shifted
     for x in (x_train, x_test):
-        x -= mean.astype(numpy.float32)[:, None, None]
-        x /= std.astype(numpy.float32)[:, None, None]
+        _standardise_in_place(x, mean, std)
     return x_train, x_test, mean, std
+
+
+def _standardise_in_place(x, mean, std):
+    """(x - mean) / std per channel of float32 images (N, C, H, W)."""
+    x -= numpy.asarray(mean).astype(numpy.float32)[:, None, None]
+    x /= numpy.asarray(std).astype(numpy.float32)[:, None, None]
+
+
+def enlarge(x, factor):
+    """Images (N, C, H, W) enlarged ``factor`` times by pixel repetition."""
+    if factor == 1:
+        return x
+    return x.repeat(factor, axis=2).repeat(factor, axis=3)
+
+
+def image_shape(name):
+    """(channels, side) of the images of data set ``name`` as stored."""
+    if name not in _SHAPES:
+        raise ValueError('unknown data set {!r}; choose one of {}'.format(
+            name, ', '.join(DATASETS)))
+    return _SHAPES[name][1:]
+
+
+def prepare_images(x, info):
+    """Images on the [0, 1] scale, prepared as :func:`get_dataset` prepares
+    its own: standardised with ``info``'s mean and std, enlarged to
+    ``info['image_size']``.
+
+    ``x`` is (N, C, H, W) at the data set's own size (``image_shape``);
+    ``info`` is a dict returned by :func:`get_dataset` (or a run's
+    config.json ``dataset_info``).  Returns float32 (N, C, S, S).
+    """
+    x = numpy.array(x, dtype=numpy.float32, order='C')
+    channels, side = image_shape(info['name'])
+    if x.ndim != 4 or x.shape[1:] != (channels, side, side):
+        raise ValueError(
+            '{} images must have shape (N, {}, {}, {}), got {}'.format(
+                info['name'], channels, side, side, x.shape))
+    _standardise_in_place(x, info['mean'], info['std'])
+    return enlarge(x, info['image_size'] // side)
 
 
 def get_dataset(name, data_dir=None, allow_download=False, image_size=None):
@@ -299,10 +338,8 @@ def get_dataset(name, data_dir=None, allow_download=False, image_size=None):
         channel, on the [0, 1] pixel scale).
 
     """
-    if name not in _SHAPES:
-        raise ValueError('unknown data set {!r}; choose one of {}'.format(
-            name, ', '.join(DATASETS)))
-    n_classes, channels, native = _SHAPES[name]
+    channels, native = image_shape(name)
+    n_classes = _SHAPES[name][0]
     factor = _scale_factor(name, native, image_size)
     if data_dir is None:
         data_dir = DEFAULT_DATA_DIR
@@ -326,9 +363,7 @@ def get_dataset(name, data_dir=None, allow_download=False, image_size=None):
                                         n_classes - 1, data_dir))
 
     x_train, x_test, mean, std = _standardise(x_train, x_test, max_value)
-    if factor > 1:
-        x_train = x_train.repeat(factor, axis=2).repeat(factor, axis=3)
-        x_test = x_test.repeat(factor, axis=2).repeat(factor, axis=3)
+    x_train, x_test = enlarge(x_train, factor), enlarge(x_test, factor)
     info = {
         'name': name,
         'n_classes': n_classes,

@@ -2,7 +2,8 @@
 
 Everything that turns a run's options into the objects of a run lives here,
 so that training (:mod:`chainer_vogn.training`) and evaluation
-(:mod:`chainer_vogn.predictive`) build them the same way:
+(:mod:`chainer_vogn.evaluation`, :mod:`chainer_vogn.inference`) build them the
+same way:
 
 * :data:`OPTIMIZERS`, the one registry of optimizers: how to build each, how
   its runs are sampled at prediction time, its label and its defaults (see

@@ -42,7 +42,8 @@ def _is_number(x):
         and not isinstance(x, bool)
 
 
-def _fmt(x, spec, scale=1.0):
+def format_value(x, spec, scale=1.0):
+    """``x * scale`` formatted with ``spec``; '-' when undefined (None, NaN)."""
     if not _is_number(x) or not np.isfinite(x):
         return '-'
     return format(float(x) * scale, spec)
@@ -125,8 +126,7 @@ def _reliability_figure(runs):
         ax.set_ylim(0, 1)
         ax.set_ylabel('Accuracy')
         ax.set_title('%s\nECE %s' % (run['name'],
-                                     _fmt(cal.get('ece'), '.3f')))
-        ax.legend(loc='upper left', fontsize='small')
+                                     format_value(cal.get('ece'), '.3f')))
         ax_count = fig.add_subplot(grid[1, j], sharex=ax)
         ax_count.bar(centre[filled], count[filled], width=width[filled],
                      color='tab:grey', edgecolor='black')
@@ -134,8 +134,16 @@ def _reliability_figure(runs):
         ax_count.yaxis.set_minor_formatter(NullFormatter())
         ax_count.set_xlabel('Confidence')
         ax_count.set_ylabel('Count')
-    fig.tight_layout()
+    _legend_on_top(fig, ax)
     return fig
+
+
+def _legend_on_top(fig, ax):
+    """One legend for all panels, above them, where it hides no data."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc='upper center', ncol=len(labels),
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
 
 
 def _entropy_figure(runs):
@@ -153,23 +161,92 @@ def _entropy_figure(runs):
         ax.set_xlabel('Predictive entropy (nats)')
         ax.set_ylabel('Density')
         ax.set_title(run['name'])
-        ax.legend(fontsize='small')
-    fig.tight_layout()
+    _legend_on_top(fig, ax)
     return fig
 
 
+def _gallery_rows(runs, gallery, per_group):
+    """(title, image, label or None, key, index) of the gallery's rows: the
+    test (and OOD) images of lowest and highest entropy, averaged over the
+    runs, so that every run is shown on the same images."""
+    rows = []
+    for key, images, what in (('probs', gallery['images'], 'test'),
+                              ('ood_probs', gallery.get('ood_images'),
+                               'OOD')):
+        if images is None:
+            continue
+        entropy = np.mean([metrics.predictive_entropy(run[key])
+                           for run in runs], axis=0)
+        order = np.argsort(entropy, kind='stable')
+        for title, chosen in (('most certain', order[:per_group]),
+                              ('least certain', order[::-1][:per_group])):
+            for i in chosen:
+                label = gallery['labels'][i] if what == 'test' else None
+                rows.append(('%s %s #%d' % (what, title, i), images[i],
+                             label, key, i))
+    return rows
+
+
+def _gallery_figure(runs, gallery, per_group=2):
+    names = [str(c) for c in gallery['class_names']]
+    rows = _gallery_rows(runs, gallery, per_group)
+    n = len(runs)
+    fig = Figure(figsize=(2.2 + 2.6 * n, 1.55 * len(rows) + 0.6))
+    grid = fig.add_gridspec(len(rows), n + 1,
+                            width_ratios=(0.75,) + (1,) * n)
+    for r, (title, image, label, key, i) in enumerate(rows):
+        ax = fig.add_subplot(grid[r, 0])
+        image = np.clip(np.asarray(image, float), 0, 1)
+        if image.shape[0] == 1:
+            ax.imshow(image[0], cmap='gray', vmin=0, vmax=1)
+        else:
+            ax.imshow(image.transpose(1, 2, 0))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title if label is None else
+                     '%s\nlabel %s' % (title, names[label]),
+                     fontsize='small')
+        for j, run in enumerate(runs):
+            p = np.asarray(run[key][i], float)
+            colors = ['tab:green' if k == label else 'tab:blue'
+                      for k in range(len(p))]
+            ax = fig.add_subplot(grid[r, j + 1])
+            ax.bar(range(len(p)), p, color=colors)
+            ax.set_ylim(0, 1)
+            ax.set_xticks(range(len(p)))
+            ax.set_xticklabels(names, fontsize='x-small')
+            ax.tick_params(axis='y', labelsize='x-small')
+            ax.set_title('%s: entropy %.2f' % (
+                run['name'], metrics.predictive_entropy(p[None])[0]),
+                fontsize='small')
+    fig.suptitle('Predictive probabilities per class (green: true label); '
+                 'images ranked by entropy averaged over the runs',
+                 fontsize='medium')
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    return fig
+
+
+def _with_count(value, count):
+    """An AUROC and, in brackets, how many positives it rests on."""
+    text = format_value(value, '.3f')
+    return text if text == '-' else '%s (n=%d)' % (text, count)
+
+
 def _markdown(runs, conventions, meta):
-    head = ('| Run | Optimizer | Accuracy (%) | NLL | ECE | AUROC (OOD) '
-            '| AUROC (misclassification) | Brier |')
+    head = ('| Run | Optimizer | Accuracy (%) ↑ | NLL ↓ | ECE ↓ '
+            '| AUROC (OOD) ↑ | AUROC (misclassification) ↑ | Brier ↓ |')
     lines = [head, '|' + '---|' * 8]
     for run in runs:
         m = run['metrics']
+        wrong = int(np.sum(np.argmax(run['probs'], axis=1) !=
+                           np.asarray(run['labels'])))
         cells = [run['name'], run['optimizer'],
-                 _fmt(m.get('accuracy'), '.2f', 100.0),
-                 _fmt(m.get('nll'), '.3f'), _fmt(m.get('ece'), '.3f'),
-                 _fmt(m.get('ood_auroc'), '.3f'),
-                 _fmt(m.get('misclassification_auroc'), '.3f'),
-                 _fmt(m.get('brier'), '.3f')]
+                 format_value(m.get('accuracy'), '.2f', 100.0),
+                 format_value(m.get('nll'), '.3f'),
+                 format_value(m.get('ece'), '.3f'),
+                 _with_count(m.get('ood_auroc'), m.get('n_ood', 0)),
+                 _with_count(m.get('misclassification_auroc'), wrong),
+                 format_value(m.get('brier'), '.3f')]
         cells = [str(c).replace('|', '\\|') for c in cells]
         lines.append('| ' + ' | '.join(cells) + ' |')
     bins = sorted({len(run['calibration']['bin_lower']) for run in runs})
@@ -179,6 +256,8 @@ def _markdown(runs, conventions, meta):
         'bins (lower, upper] with confidence 1.0 in the last bin. '
         'AUROC: positive class = out-of-distribution (OOD column) or '
         'misclassified (misclassification column); score = %s. '
+        'n = the number of positives (OOD or misclassified test examples) '
+        'an AUROC rests on. ↑/↓: higher/lower is better. '
         'NLL in nats; Brier = sum over classes, mean over examples. '
         '"-" = undefined.'
         % ('/'.join(str(b) for b in bins), conventions['uncertainty_score']),
@@ -189,7 +268,7 @@ def _markdown(runs, conventions, meta):
     return '\n'.join(lines) + '\n'
 
 
-def write_report(runs, out_dir, conventions=None, meta=None):
+def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
     """Write report.json, report.csv, report.md, the figures and
     predictions.npz for ``runs`` into ``out_dir`` (created if needed).
 
@@ -199,8 +278,12 @@ def write_report(runs, out_dir, conventions=None, meta=None):
     None), ``entropy_in`` and optionally ``ood_probs``, ``roc_ood``,
     ``entropy_ood``.  ``conventions`` extends or overrides
     :data:`metrics.CONVENTIONS`; ``meta`` (T, seeds, sizes, ...) is copied
-    into report.json and report.md.  Returns {kind: path} of what was
-    written; the ROC figures are skipped when no run has that curve.
+    into report.json and report.md.  ``gallery``, when given, draws
+    gallery.png: a dict of the runs' common test ``images`` (N, C, H, W) on
+    the [0, 1] scale, their ``labels``, ``class_names`` and optionally
+    ``ood_images`` (the rows of every run's ``ood_probs``).  Returns {kind:
+    path} of what was written; the ROC figures are skipped when no run has
+    that curve.
     """
     _check_runs(runs)
     conv = dict(metrics.CONVENTIONS)
@@ -253,6 +336,9 @@ def write_report(runs, out_dir, conventions=None, meta=None):
                                    path('reliability.png'))
     written['entropy_hist'] = _save(_entropy_figure(runs),
                                     path('entropy_hist.png'))
+    if gallery is not None:
+        written['gallery'] = _save(_gallery_figure(runs, gallery),
+                                   path('gallery.png'))
 
     arrays = {}
     for run in runs:

@@ -196,18 +196,63 @@ def run(args):
     return trainer
 
 
+#: Readable names of the logged series in loss.png and accuracy.png.
+_SERIES_NAMES = {'main/loss': 'training loss',
+                 'validation/main/loss': 'test loss (mean weights)',
+                 'main/accuracy': 'training accuracy',
+                 'validation/main/accuracy': 'test accuracy (mean weights)'}
+
+
+class PlainConsole(object):
+    """``stream`` without terminal escape codes unless it is a terminal.
+
+    Chainer's PrintReport clears the line with an escape code before each
+    row, which shows up as garbage in log files and captured output.
+    """
+
+    _ESCAPE = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.is_terminal = stream.isatty()
+
+    def write(self, text):
+        if not self.is_terminal:
+            text = self._ESCAPE.sub('', text)
+        self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+def _label_plot(ylabel, log_scale):
+    """PlotReport postprocess: axis labels, series names, scale."""
+    def postprocess(figure, axes, summary):
+        axes.set_xlabel('epoch')
+        axes.set_ylabel(ylabel)
+        if log_scale:
+            axes.set_yscale('log')
+        for line in axes.get_lines():
+            line.set_label(_SERIES_NAMES.get(line.get_label(),
+                                             line.get_label()))
+    return postprocess
+
+
 def _add_reports(trainer, args):
+    console = PlainConsole(sys.stdout)
     trainer.extend(extensions.LogReport(trigger=(1, 'epoch')))
     trainer.extend(extensions.PrintReport(
         ['epoch', 'iteration', 'main/loss', 'main/accuracy',
          'validation/main/loss', 'validation/main/accuracy',
-         'elapsed_time']))
-    if args.progress:
+         'elapsed_time'], out=console))
+    if args.progress and console.is_terminal:
         trainer.extend(extensions.ProgressBar(update_interval=10))
     if extensions.PlotReport.available():
         trainer.extend(extensions.PlotReport(
             ['main/loss', 'validation/main/loss'], 'epoch',
-            file_name='loss.png'))
+            file_name='loss.png',
+            postprocess=_label_plot('loss (nats, log scale)', True)))
         trainer.extend(extensions.PlotReport(
             ['main/accuracy', 'validation/main/accuracy'], 'epoch',
-            file_name='accuracy.png'))
+            file_name='accuracy.png',
+            postprocess=_label_plot('accuracy', False)))

@@ -15,8 +15,11 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from chainer_vogn import datasets
+from chainer_vogn import evaluation
 from chainer_vogn import experiment
+from chainer_vogn import inference
 from chainer_vogn import models
+from chainer_vogn import ood
 from chainer_vogn import posterior
 from chainer_vogn import predictive
 from chainer_vogn.experiment import RunError
@@ -53,6 +56,14 @@ def mlp(n_classes=4, dropout=0.0, seed=0):
 def inputs(n=30, seed=1):
     rng = numpy.random.RandomState(seed)
     return rng.standard_normal((n, 1, 4, 4)).astype(numpy.float32)
+
+
+def logits_of(model, post, method, inputs, samples, seed=0, batchsize=256):
+    """Logits of the given samples: one (len(samples), N_k, C) array per
+    input, from predictive.iterate_samples."""
+    found = [logits for _, logits in predictive.iterate_samples(
+        model, post, method, inputs, samples, seed, batchsize=batchsize)]
+    return [numpy.stack(stack) for stack in zip(*found)]
 
 
 def deterministic_probs(model, x):
@@ -114,7 +125,7 @@ def linear_posterior(tmp_path, d=6, c=3):
 def test_logit_spread_matches_the_closed_form(tmp_path):
     link, post, x = linear_posterior(tmp_path)
     T = 4000
-    logits, = predictive.sample_logits(link, post, 'weights', [x], range(T))
+    logits, = logits_of(link, post, 'weights', [x], range(T))
     mu_w, mu_b = post.mu['/W'], post.mu['/b']
     s_w, s_b = post.sigma['/W'].astype(float), post.sigma['/b']
     # logit_c = sum_j x_j W_cj + b_c with independent Gaussian weights:
@@ -129,7 +140,7 @@ def test_logit_spread_matches_the_closed_form(tmp_path):
 def test_sample_t_is_drawn_from_seed_and_t_alone(tmp_path):
     link, post, x = linear_posterior(tmp_path)
     seed = 11
-    logits, = predictive.sample_logits(link, post, 'weights', [x], range(4),
+    logits, = logits_of(link, post, 'weights', [x], range(4),
                                        seed=seed)
     names = [name for name, _ in link.namedparams()]
     for t in range(4):
@@ -139,11 +150,11 @@ def test_sample_t_is_drawn_from_seed_and_t_alone(tmp_path):
         numpy.testing.assert_allclose(logits[t], x @ w['/W'].T + w['/b'],
                                       rtol=1e-5, atol=1e-5)
     # Any subset, in any order: the same samples, to the bit.
-    again, = predictive.sample_logits(link, post, 'weights', [x], [3, 1],
+    again, = logits_of(link, post, 'weights', [x], [3, 1],
                                       seed=seed)
     numpy.testing.assert_array_equal(again, logits[[3, 1]])
     # Other batches change only the rounding of the matrix products.
-    batched, = predictive.sample_logits(link, post, 'weights', [x], [3, 1],
+    batched, = logits_of(link, post, 'weights', [x], [3, 1],
                                         seed=seed, batchsize=3)
     numpy.testing.assert_allclose(batched, again, rtol=1e-5, atol=1e-6)
 
@@ -160,7 +171,7 @@ def test_mc_dropout_passes_differ_and_their_mean_is_not_the_point(tmp_path):
                              pred.sample_probs[b]).max() > 1e-3
     assert numpy.abs(pred.probs - point).max() > 1e-2
     # Reproducible from (seed, t), whatever else was sampled before.
-    again, = predictive.sample_logits(model, post, 'dropout', [x], [4])
+    again, = logits_of(model, post, 'dropout', [x], [4])
     numpy.testing.assert_allclose(predictive.softmax(again[0]),
                                   pred.sample_probs[4], rtol=1e-12)
     other, = predictive.predict(model, post, 'dropout', [x], 6, seed=1)
@@ -203,20 +214,20 @@ def test_batch_normalization_uses_running_statistics(tmp_path, method):
     want = (h - model.bn.avg_mean) / numpy.sqrt(model.bn.avg_var +
                                                 model.bn.eps)
     want = want * model.bn.gamma.array + model.bn.beta.array
-    logits, = predictive.sample_logits(LinearBN(), post, method, [x],
+    logits, = logits_of(LinearBN(), post, method, [x],
                                        range(2))
     for sample in logits:
         numpy.testing.assert_allclose(sample, want, rtol=1e-5, atol=1e-5)
 
 
 def test_parse_ood():
-    assert predictive.parse_ood('none') is None
-    assert predictive.parse_ood('svhn') == 'svhn'
-    assert predictive.parse_ood('holdout:5-9') == 'holdout:5-9'
+    assert ood.parse_ood('none') is None
+    assert ood.parse_ood('svhn') == 'svhn'
+    assert ood.parse_ood('holdout:5-9') == 'holdout:5-9'
     with pytest.raises(ValueError, match='imagenet'):
-        predictive.parse_ood('imagenet')
+        ood.parse_ood('imagenet')
     with pytest.raises(ValueError, match='bad class list'):
-        predictive.parse_ood('holdout:9-5')
+        ood.parse_ood('holdout:9-5')
 
 
 def run_args(**changes):
@@ -230,7 +241,7 @@ def run_args(**changes):
 def test_holdout_is_the_held_out_test_classes():
     args = run_args()
     _, test, info = experiment.load_data(args)
-    x = predictive.load_ood('holdout:5-9', args, info)
+    x = ood.load_ood('holdout:5-9', args, info)
     _, full, _ = datasets.get_dataset('digits')
     want = [full[i][0] for i in range(len(full)) if full[i][1] >= 5]
     assert x.shape == (len(want), 1, 8, 8) == (180, 1, 8, 8)
@@ -247,14 +258,14 @@ def test_bad_holdout_is_reported(spec, classes, message):
     args = run_args(classes=classes)
     info = experiment.load_data(args)[2]
     with pytest.raises(RunError, match=message):
-        predictive.load_ood(spec, args, info, 'adam-run')
+        ood.load_ood(spec, args, info, 'adam-run')
 
 
 def test_other_data_set_is_standardised_like_the_run():
     # A 1-channel run on 16x16 images with mean 0.25 and std 2 (on [0, 1]).
     info = {'in_channels': 1, 'image_size': 16, 'mean': [0.25],
             'std': [2.0]}
-    x = predictive.load_ood('digits', run_args(dataset='mnist'), info)
+    x = ood.load_ood('digits', run_args(dataset='mnist'), info)
     digits = load_digits()
     _, raw, _, _ = train_test_split(digits.images, digits.target,
                                     test_size=0.2, stratify=digits.target,
@@ -290,7 +301,7 @@ def test_ood_of_another_shape_is_refused(tmp_path, spec, run, message):
                 std=[0.25] * run['in_channels'])
     args = run_args(dataset='cifar10', data_dir=str(tmp_path))
     with pytest.raises(RunError, match=message):
-        predictive.load_ood(spec, args, info, 'r1')
+        ood.load_ood(spec, args, info, 'r1')
 
 
 def make_run(folder, **changes):
@@ -308,7 +319,7 @@ def make_run(folder, **changes):
 
 
 def test_run_folder_is_read(tmp_path):
-    run = predictive.Run(make_run(str(tmp_path / 'a')), 'a')
+    run = inference.Run(make_run(str(tmp_path / 'a')), 'a')
     assert run.method == 'point'
     info = experiment.load_data(run.args)[2]
     model = run.build_model(info)
@@ -316,7 +327,7 @@ def test_run_folder_is_read(tmp_path):
         model.predictor.layers[2].b.array, run.posterior.mu[
             '/predictor/layers/2/b'])
     # --data-dir replaces the folder the run used.
-    assert predictive.Run(str(tmp_path / 'a'), 'a', 'elsewhere').args \
+    assert inference.Run(str(tmp_path / 'a'), 'a', 'elsewhere').args \
         .data_dir == 'elsewhere'
 
 
@@ -325,9 +336,9 @@ def test_incomplete_run_folder_is_reported(tmp_path, remove):
     folder = make_run(str(tmp_path / 'half'))
     os.remove(os.path.join(folder, remove))
     with pytest.raises(RunError, match='run r: .*half has no ' + remove):
-        predictive.Run(folder, 'r')
+        inference.Run(folder, 'r')
     with pytest.raises(RunError, match='no folder'):
-        predictive.Run(str(tmp_path / 'nothing'), 'r')
+        inference.Run(str(tmp_path / 'nothing'), 'r')
 
 
 def test_damaged_model_file_is_reported(tmp_path):
@@ -338,7 +349,7 @@ def test_damaged_model_file_is_reported(tmp_path):
     with open(path, 'wb') as f:
         f.write(head)
     with pytest.raises(RunError, match='run r: cannot read'):
-        predictive.Run(folder, 'r')
+        inference.Run(folder, 'r')
 
 
 def test_model_that_does_not_fit_its_config_is_reported(tmp_path):
@@ -348,7 +359,7 @@ def test_model_that_does_not_fit_its_config_is_reported(tmp_path):
     config['classes'] = '0-3'  # 4 outputs; model.npz has 5
     with open(os.path.join(folder, 'config.json'), 'w') as f:
         json.dump(config, f)
-    run = predictive.Run(folder, 'wrong-run')
+    run = inference.Run(folder, 'wrong-run')
     info = experiment.load_data(run.args)[2]
     with pytest.raises(RunError, match='run wrong-run: .*model.npz does not '
                                        'fit the model its config.json'):
@@ -356,9 +367,9 @@ def test_model_that_does_not_fit_its_config_is_reported(tmp_path):
 
 
 def test_run_names():
-    assert predictive.run_names(['x/vogn', 'y/adam/']) == ['vogn', 'adam']
-    assert predictive.run_names(['a', 'b'], 'one,two') == ['one', 'two']
+    assert evaluation.run_names(['x/vogn', 'y/adam/']) == ['vogn', 'adam']
+    assert evaluation.run_names(['a', 'b'], 'one,two') == ['one', 'two']
     with pytest.raises(RunError, match='distinct'):
-        predictive.run_names(['x/result', 'y/result'])
+        evaluation.run_names(['x/result', 'y/result'])
     with pytest.raises(RunError, match='2 runs'):
-        predictive.run_names(['a', 'b'], 'one')
+        evaluation.run_names(['a', 'b'], 'one')

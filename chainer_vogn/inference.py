@@ -1,0 +1,170 @@
+"""A trained run's predictions on new images: ``chainer_vogn.predict``.
+
+    import chainer_vogn
+    out = chainer_vogn.predict('runs/vogn', images, num_samples=20)
+    out.probs, out.entropy, out.mutual_information
+
+``images`` are raw images on the [0, 1] scale in the data set's own layout,
+and are prepared exactly as in training (standardised with the training
+set's mean and std, enlarged as the run's model takes them).  The samples are
+drawn as :mod:`chainer_vogn.predictive` draws them for evaluate.py, so the
+same run, seed and T give the same probabilities there and here.
+"""
+import argparse
+import collections
+import json
+import os
+import zipfile
+
+import numpy
+
+from chainer_vogn import datasets
+from chainer_vogn import metrics
+from chainer_vogn import posterior as posterior_module
+from chainer_vogn import experiment
+from chainer_vogn import predictive
+from chainer_vogn.experiment import RunError
+
+Uncertainty = collections.namedtuple(
+    'Uncertainty', ['probs', 'entropy', 'mutual_information',
+                    'sample_probs'])
+Uncertainty.__doc__ = """What :func:`predict` returns, as NumPy float64 arrays.
+
+``probs`` (N, C): the predictive distribution; ``entropy`` (N,): its entropy
+in nats (total uncertainty); ``mutual_information`` (N,): the part of it due
+to the weights (BALD, 0 for point runs); ``sample_probs`` (T, N, C): the T
+samples' probabilities, or None unless asked for.
+"""
+
+
+class Run(object):
+    """A train.py output folder: its options, posterior and sampling method.
+
+    Raises RunError, naming the folder and the fix, when config.json or
+    model.npz is missing or unreadable.
+    """
+
+    def __init__(self, path, name, data_dir=None):
+        self.path, self.name = path, name
+        files = {f: os.path.join(path, f) for f in ('config.json',
+                                                     'model.npz')}
+        if not os.path.isdir(path):
+            raise RunError('run {}: no folder {}; pass the --out folder of a '
+                           'train.py run'.format(name, path))
+        missing = [f for f, p in files.items() if not os.path.isfile(p)]
+        if missing:
+            raise RunError(
+                'run {}: {} has no {}; a finished train.py run writes '
+                'config.json and model.npz into its --out folder, so pass '
+                'such a folder (or let the run finish, with --resume)'.format(
+                    name, path, ' or '.join(missing)))
+        try:
+            with open(files['config.json']) as f:
+                self.config = json.load(f)
+            self.posterior = posterior_module.load_posterior(
+                files['model.npz'])
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:
+            raise RunError('run {}: cannot read {}: {}'.format(name, path, e))
+        self.args = argparse.Namespace(**self.config)
+        if data_dir is not None:
+            self.args.data_dir = data_dir
+        try:
+            self.spec = experiment.optimizer_spec(self.config.get('optimizer'))
+        except ValueError as e:
+            raise RunError('run {}: {}/config.json: {}'.format(name, path, e))
+        self.method = self.spec.sampling
+
+    @property
+    def info(self):
+        """The data set as the run saw it (config.json ``dataset_info``)."""
+        return self.config['dataset_info']
+
+    @property
+    def classes(self):
+        """The data set's class of each output of the model."""
+        return self.info.get('classes') or list(range(self.info['n_classes']))
+
+    def describe(self):
+        classes = ' classes {}'.format(self.args.classes) \
+            if self.args.classes else ''
+        return '{} {} on {}{}'.format(
+            self.spec.label, self.args.arch,
+            self.args.dataset, classes)
+
+    def build_model(self, info):
+        """The run's L.Classifier holding its mean weights."""
+        model = experiment.build_model(self.args, info)
+        try:
+            self.posterior.load_into(model)
+        except ValueError as e:
+            raise RunError(
+                'run {}: {}/model.npz does not fit the model its config.json '
+                'describes (--arch {}, {} classes of {}): {}. Pass '
+                'config.json and model.npz of the same run'.format(
+                    self.name, self.path, self.args.arch, info['n_classes'],
+                    self.args.dataset, e))
+        return model
+
+
+def as_batch(images, info):
+    """Raw images (one, or a batch; (H, W) or (C, H, W) each) as a batch
+    (N, C, H, W) in the layout of ``info``'s data set."""
+    x = numpy.asarray(images, numpy.float32)
+    channels, side = datasets.image_shape(info['name'])
+    one = (channels, side, side)
+    for shape in (one, one[1:]) if channels == 1 else (one,):
+        if x.shape[-len(shape):] == shape and x.ndim in (len(shape),
+                                                          len(shape) + 1):
+            return x.reshape((-1,) + one)
+    raise ValueError(
+        'images of shape {} do not fit {}, whose images are {}x{}x{} '
+        '(channels x height x width): pass one image (H, W) or (C, H, W) or '
+        'a batch of them'.format(x.shape, info['name'], channels, side, side))
+
+
+def _loaded(run, images):
+    """(model, posterior, method, prepared inputs) of ``run``."""
+    if isinstance(run, (tuple, list)):
+        post, model = run
+        optimizer = post.meta.get('optimizer')
+        if optimizer is None:
+            method = 'point' if post.is_point_estimate() else 'weights'
+        else:
+            method = experiment.optimizer_spec(optimizer).sampling
+        return model, post, method, numpy.asarray(images, numpy.float32)
+    if not isinstance(run, Run):
+        run = Run(run, os.path.basename(os.path.normpath(run)))
+    x = datasets.prepare_images(as_batch(images, run.info), run.info)
+    return run.build_model(run.info), run.posterior, run.method, x
+
+
+def predict(run, images, num_samples=10, seed=0, device=None, batchsize=256,
+            return_samples=False):
+    """Predictive probabilities and uncertainty of a trained run on images.
+
+    Args:
+        run: a train.py ``--out`` folder (or a :class:`Run` of one), or a
+            ``(posterior, model)`` pair: a loaded
+            :class:`~chainer_vogn.posterior.Posterior` and the link it was
+            saved from; then ``images`` must already be the model's inputs
+            (N, C, H, W), standardised and sized as in training.
+        images: raw images on the [0, 1] scale in the data set's own
+            layout: one image or a batch, (H, W) or (C, H, W) per image.
+        num_samples (int): T, the Monte Carlo samples (VOGN: weight samples,
+            MC dropout: dropout passes); point runs always make one pass.
+        seed (int): with t, the seed of sample t (as evaluate.py's --seed).
+        device: a Chainer device specifier such as ``'@cupy:0'``; the CPU
+            when None.
+        batchsize (int): images per forward pass.
+        return_samples (bool): also return the T samples' probabilities.
+
+    Returns:
+        :class:`Uncertainty` of NumPy arrays, one row per image.
+    """
+    model, post, method, x = _loaded(run, images)
+    n_samples = predictive.samples_used(method, num_samples)
+    found, = predictive.predict(model, post, method, [x], n_samples, seed,
+                                device, batchsize)
+    return Uncertainty(found.probs, metrics.predictive_entropy(found.probs),
+                       metrics.mutual_information(found.sample_probs),
+                       found.sample_probs if return_samples else None)
