@@ -30,7 +30,10 @@ CONVENTIONS = {
                           'metrics is the T used',
     'sample_seeds': 'sample t draws its noise (eps_t or dropout masks) from '
                     'numpy.random.SeedSequence([seed, t]), so it does not '
-                    'depend on which process computes it',
+                    'depend on which process computes it; MC dropout draws '
+                    'the masks of the test and the OOD set each from it, so '
+                    'an image set gets the masks it gets when predicted '
+                    'alone (chainer_vogn.predict)',
     'ood_inputs': 'holdout:A-B: test images of classes A..B of the run\'s '
                   'own data set, prepared as the run\'s; another data set: '
                   'its test images on the [0, 1] scale, standardised with the '

@@ -58,14 +58,24 @@ def _forward(model, x, device, batchsize):
     return numpy.concatenate(out)
 
 
-def _passes(model, method, inputs, device, batchsize):
-    """Logits on each input in test mode, dropout on for 'dropout'."""
+def _passes(model, method, inputs, device, batchsize, seq):
+    """Logits on each input in test mode, dropout on for 'dropout'.
+
+    Dropout draws its masks for every input afresh from ``seq``, so sample t
+    is the same network on every input, as a weight sample is, and an input
+    gets the same masks whatever was predicted before it.
+    """
     cudnn = 'never' if method == 'dropout' else chainer.config.use_cudnn
+    logits = []
     with chainer.using_config('train', False), \
             chainer.using_config('mc_dropout', method == 'dropout'), \
             chainer.using_config('use_cudnn', cudnn), \
             chainer.no_backprop_mode():
-        return [_forward(model, x, device, batchsize) for x in inputs]
+        for x in inputs:
+            if method == 'dropout':
+                _seed_dropout(seq, device)
+            logits.append(_forward(model, x, device, batchsize))
+    return logits
 
 
 def _seed_dropout(seq, device):
@@ -109,9 +119,7 @@ def iterate_samples(model, posterior, method, inputs, samples, seed=0,
         seq = numpy.random.SeedSequence([seed, t])
         if method == 'weights':
             posterior.load_into(model, numpy.random.default_rng(seq))
-        elif method == 'dropout':
-            _seed_dropout(seq, device)
-        yield t, _passes(model, method, inputs, device, batchsize)
+        yield t, _passes(model, method, inputs, device, batchsize, seq)
 
 
 def predict(model, posterior, method, inputs, n_samples, seed=0, device=None,

@@ -222,7 +222,7 @@ def _gallery_figure(runs, gallery, per_group=2):
     fig.suptitle('Predictive probabilities per class (green: true label); '
                  'images ranked by entropy averaged over the runs',
                  fontsize='medium')
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
     return fig
 
 

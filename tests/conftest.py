@@ -58,3 +58,32 @@ def mpiexec_command(n):
 @pytest.fixture
 def mpiexec():
     return mpiexec_command
+
+
+#: sitecustomize.py of an environment whose MPI library cannot be loaded, as
+#: after `pip install .` without the mpi extra on a machine without MPI.
+NO_MPI = """
+import importlib.abc
+import sys
+
+
+class NoMPI(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == 'mpi4py.MPI':
+            raise RuntimeError('cannot load MPI library\\n  libmpi.so.40: '
+                               'cannot open shared object file')
+        return None
+
+
+sys.meta_path.insert(0, NoMPI())
+"""
+
+
+@pytest.fixture
+def no_mpi_env(tmp_path):
+    """Environment variables under which ``from mpi4py import MPI`` fails."""
+    shim = tmp_path / 'no_mpi'
+    shim.mkdir()
+    (shim / 'sitecustomize.py').write_text(NO_MPI)
+    path = [str(shim), REPO, os.environ.get('PYTHONPATH', '')]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))

@@ -24,7 +24,7 @@ T = 3
 OPTIONS = ['--ood', 'holdout:5-9', '--mc-samples', str(T)]
 FILES = ('report.json', 'report.csv', 'report.md', 'predictions.npz',
          'roc_ood.png', 'roc_misclassification.png', 'reliability.png',
-         'entropy_hist.png')
+         'entropy_hist.png', 'gallery.png')
 
 
 @pytest.fixture(scope='module')
@@ -233,3 +233,115 @@ def test_exception_on_one_rank_ends_the_job(runs, tmp_path, mpiexec):
     assert result.returncode != 0
     assert 'injected failure on rank 1' in result.stderr
     assert not os.path.exists(out)
+
+
+def raw_digits(classes):
+    """The digits test images of ``classes`` on the [0, 1] scale, as
+    scikit-learn gives them, split as datasets.py documents (80/20,
+    stratified, random_state 0): evaluate.py's inputs by another path."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    digits = load_digits()
+    _, x, _, t = train_test_split(digits.images, digits.target,
+                                  test_size=0.2, stratify=digits.target,
+                                  random_state=0)
+    return x[numpy.isin(t, classes)] / 16.0
+
+
+@pytest.mark.parametrize('name', OPTIMIZERS)
+def test_predict_gives_evaluate_probabilities(runs, single, name):
+    run = runs[OPTIMIZERS.index(name)]
+    saved = numpy.load(os.path.join(single[0], 'predictions.npz'))
+    for classes, key in ((range(5), 'probs'), (range(5, 10), 'ood_probs')):
+        found = chainer_vogn.predict(run, raw_digits(classes),
+                                     num_samples=T, seed=0,
+                                     return_samples=True)
+        want = saved[name + '/' + key]
+        numpy.testing.assert_allclose(found.probs, want, rtol=1e-6,
+                                      atol=1e-9)
+        t_used = 1 if name == 'adam' else T
+        assert found.sample_probs.shape == (t_used,) + want.shape
+        assert found.entropy.shape == found.mutual_information.shape == \
+            (len(want),)
+        numpy.testing.assert_allclose(
+            found.entropy, -(want * numpy.log(want)).sum(axis=1), rtol=1e-5,
+            atol=1e-9)
+        if name == 'adam':  # one pass: nothing left to the weights
+            numpy.testing.assert_array_equal(found.mutual_information, 0)
+        else:
+            assert found.mutual_information.max() > 0
+
+
+def test_predict_on_a_loaded_posterior_and_model(runs, single):
+    from chainer_vogn import datasets
+    from chainer_vogn import inference
+    run = inference.Run(runs[0], 'vogn')
+    model = run.build_model(run.info)
+    x = datasets.prepare_images(raw_digits(range(5))[:, None], run.info)
+    found = chainer_vogn.predict((run.posterior, model), x, num_samples=T)
+    saved = numpy.load(os.path.join(single[0], 'predictions.npz'))
+    numpy.testing.assert_allclose(found.probs, saved['vogn/probs'],
+                                  rtol=1e-6, atol=1e-9)
+
+
+def predict_command(args, env=None):
+    return subprocess.run(
+        [sys.executable, '-m', 'chainer_vogn.predict'] + args, cwd=REPO,
+        env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_predict_command_prints_top_classes_and_uncertainty(
+        runs, tmp_path, no_mpi_env):
+    from PIL import Image
+    images = raw_digits([3, 7])
+    known = images[0]
+    unseen = images[-1]
+    numpy.save(str(tmp_path / 'known.npy'), known)
+    numpy.save(str(tmp_path / 'two.npy'), numpy.stack([known, unseen]))
+    Image.fromarray(numpy.uint8(numpy.round(known * 255))).save(
+        str(tmp_path / 'known.png'))
+    # No MPI needed: it runs after pip install . without the mpi extra.
+    result = predict_command(
+        [runs[0], str(tmp_path / 'known.npy'), str(tmp_path / 'two.npy'),
+         str(tmp_path / 'known.png'), '-T', str(T), '--top', '2'],
+        env=no_mpi_env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(runs[0] + ': VOGN mlp on digits classes 0-4; '
+                               'T = 3 (weights)')
+    assert [line.split(': ')[0] for line in lines[1:]] == [
+        str(tmp_path / n) for n in ('known.npy', 'two.npy[0]', 'two.npy[1]',
+                                    'known.png')]
+    found = chainer_vogn.predict(runs[0], numpy.stack([known, unseen]),
+                                 num_samples=T)
+    for line, row in ((lines[1], 0), (lines[2], 0), (lines[3], 1)):
+        probs = found.probs[row]
+        best = numpy.argsort(-probs)[:2]
+        assert line.split(': ', 1)[1] == (
+            '{} {:.1%}, {} {:.1%}; entropy {:.3f} nats, mutual information '
+            '{:.3f} nats'.format(best[0], probs[best[0]], best[1],
+                                 probs[best[1]], found.entropy[row],
+                                 found.mutual_information[row]))
+
+
+@pytest.mark.parametrize('args,message', [
+    (['nowhere', 'x.npy'], 'run nowhere: no folder nowhere'),
+    (['RUN', 'missing.npy'], 'missing.npy'),
+    (['RUN', 'RUN/config.json'], 'cannot identify image file'),
+])
+def test_predict_command_errors_are_one_line(runs, args, message):
+    args = [a.replace('RUN', runs[0]) for a in args]
+    result = predict_command(args)
+    assert result.returncode == 1
+    assert result.stderr.count('\n') == 1, result.stderr
+    assert result.stderr.startswith('python -m chainer_vogn.predict: error:')
+    assert message in result.stderr
+
+
+def test_console_prints_a_dash_for_what_is_undefined(runs, tmp_path):
+    result = evaluate([sys.executable], [runs[1], '--out',
+                                         str(tmp_path / 'r')])
+    assert result.returncode == 0, result.stderr
+    line, = [l for l in result.stdout.splitlines() if 'OOD AUROC' in l]
+    assert line.strip().startswith('accuracy ')
+    assert 'OOD AUROC - (' in line and 'nan' not in result.stdout.lower()

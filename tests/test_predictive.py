@@ -373,3 +373,12 @@ def test_run_names():
         evaluation.run_names(['x/result', 'y/result'])
     with pytest.raises(RunError, match='2 runs'):
         evaluation.run_names(['a', 'b'], 'one')
+
+
+def test_dropout_sample_is_the_same_on_every_input(tmp_path):
+    model = mlp(dropout=0.5)
+    post = saved(tmp_path, model)
+    x, y = inputs(), inputs(seed=2)
+    both = logits_of(model, post, 'dropout', [x, y], [2])
+    alone = logits_of(model, post, 'dropout', [y], [2])
+    numpy.testing.assert_array_equal(both[1], alone[0])

@@ -163,3 +163,46 @@ def test_bad_runs_are_rejected(runs, tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         report.write_report(bad, str(tmp_path))
     assert os.listdir(tmp_path) == []
+
+
+def test_markdown_says_which_way_is_better_and_counts_positives(runs,
+                                                                tmp_path):
+    report.write_report(runs, str(tmp_path))
+    table = [line.split(' | ') for line in
+             (tmp_path / 'report.md').read_text().splitlines()
+             if line.startswith('| ')]
+    head = table[0]
+    for column, arrow in (('Accuracy (%)', '↑'), ('NLL', '↓'), ('ECE', '↓'),
+                          ('AUROC (OOD)', '↑'), ('Brier', '↓'),
+                          ('AUROC (misclassification)', '↑')):
+        assert column + ' ' + arrow in [c.strip('| ') for c in head], column
+    ood = head.index('AUROC (OOD) ↑')
+    mis = head.index('AUROC (misclassification) ↑')
+    for run, row in zip(runs, table[1:]):
+        wrong = int(np.sum(run['probs'].argmax(1) != run['labels']))
+        assert row[mis] == '%.3f (n=%d)' % (
+            run['metrics']['misclassification_auroc'], wrong)
+        if run['ood_probs'] is None:
+            assert row[ood] == '-'
+        else:
+            assert row[ood] == '%.3f (n=%d)' % (run['metrics']['ood_auroc'],
+                                                len(run['ood_probs']))
+
+
+def test_gallery_shows_the_most_and_least_certain_images(runs, tmp_path):
+    rng = np.random.RandomState(3)
+    with_ood = runs[:2]
+    gallery = {'images': rng.uniform(size=(80, 1, 8, 8)),
+               'labels': with_ood[0]['labels'], 'class_names': list('abcde'),
+               'ood_images': rng.uniform(size=(50, 1, 8, 8))}
+    rows = report._gallery_rows(with_ood, gallery, per_group=2)
+    entropy = np.mean([metrics.predictive_entropy(r['probs'])
+                       for r in with_ood], axis=0)
+    shown = [i for _, _, _, key, i in rows if key == 'probs']
+    assert shown[:2] == list(np.argsort(entropy)[:2])
+    assert shown[2:] == list(np.argsort(entropy)[::-1][:2])
+    assert [key for _, _, _, key, _ in rows] == ['probs'] * 4 + \
+        ['ood_probs'] * 4
+    written = report.write_report(with_ood, str(tmp_path), gallery=gallery)
+    width, height = png_size(written['gallery'])
+    assert 300 <= width <= 3000 and 300 <= height <= 3000

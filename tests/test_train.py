@@ -1,5 +1,6 @@
 """train.py end to end on the bundled digits: options, outputs, resume, failures."""
 import glob
+import io
 import json
 import os
 import signal
@@ -233,3 +234,45 @@ def test_non_finite_loss_stops_with_last_good_snapshot(
                    and k.endswith(('/W', '/b'))]
     assert weights and all(numpy.isfinite(w).all() for w in weights)
     assert not os.path.exists(str(tmp_path / 'snapshot_rank0_epoch2.npz'))
+
+
+# Output that reads well
+
+def test_captured_output_has_no_escape_codes(tmp_path):
+    result = subprocess.run(
+        [sys.executable, TRAIN, '--dataset', 'digits', '--arch', 'mlp',
+         '--epochs', '1', '--out', str(tmp_path / 'r')],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '\x1b' not in result.stdout + result.stderr
+    assert result.stdout.splitlines()[0].split()[:3] == \
+        ['epoch', 'iteration', 'main/loss']
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_plain_console_strips_escape_codes_unless_terminal():
+    text = '\x1b[J1    23    0.5\n\x1b[2A'
+    plain = training.PlainConsole(io.StringIO())
+    plain.write(text)
+    assert plain.stream.getvalue() == '1    23    0.5\n'
+    terminal = training.PlainConsole(Terminal())
+    terminal.write(text)
+    assert terminal.stream.getvalue() == text
+
+
+def test_loss_plot_is_labelled_on_a_log_axis():
+    from matplotlib.figure import Figure
+    figure = Figure()
+    axes = figure.add_subplot(1, 1, 1)
+    axes.plot([1, 2], [40.0, 0.5], label='main/loss')
+    axes.plot([1, 2], [10.0, 0.4], label='validation/main/loss')
+    training._label_plot('loss (nats, log scale)', True)(figure, axes, None)
+    assert axes.get_yscale() == 'log'
+    assert axes.get_xlabel() == 'epoch'
+    assert axes.get_ylabel() == 'loss (nats, log scale)'
+    assert [line.get_label() for line in axes.get_lines()] == [
+        'training loss', 'test loss (mean weights)']

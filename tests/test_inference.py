@@ -1,0 +1,64 @@
+"""chainer_vogn.predict's inputs: raw images in any of the accepted layouts,
+prepared exactly as datasets.get_dataset prepares its own."""
+import numpy
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+import chainer_vogn  # NOQA
+from chainer_vogn import datasets
+from chainer_vogn import inference
+
+
+def digits_test_images():
+    """The digits test split on the [0, 1] scale, straight from
+    scikit-learn (the split datasets.py documents)."""
+    digits = load_digits()
+    _, x, _, _ = train_test_split(digits.images, digits.target,
+                                  test_size=0.2, stratify=digits.target,
+                                  random_state=0)
+    return x / 16.0
+
+
+@pytest.mark.parametrize('image_size', [None, 32])
+def test_prepared_images_are_the_data_sets_own(image_size):
+    _, test, info = datasets.get_dataset('digits', image_size=image_size)
+    want = numpy.stack([x for x, _ in test])
+    got = datasets.prepare_images(digits_test_images()[:, None], info)
+    assert got.dtype == numpy.float32 and got.shape == want.shape
+    numpy.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_prepare_refuses_other_sizes():
+    info = datasets.get_dataset('digits')[2]
+    with pytest.raises(ValueError, match=r'digits images must have shape '
+                                         r'\(N, 1, 8, 8\), got \(2, 1, 9, 9\)'):
+        datasets.prepare_images(numpy.zeros((2, 1, 9, 9)), info)
+
+
+GREY = {'name': 'digits'}
+COLOUR = {'name': 'cifar10'}
+
+
+@pytest.mark.parametrize('info,shape,batch', [
+    (GREY, (8, 8), (1, 1, 8, 8)),
+    (GREY, (1, 8, 8), (1, 1, 8, 8)),
+    (GREY, (5, 8, 8), (5, 1, 8, 8)),
+    (GREY, (5, 1, 8, 8), (5, 1, 8, 8)),
+    (COLOUR, (3, 32, 32), (1, 3, 32, 32)),
+    (COLOUR, (4, 3, 32, 32), (4, 3, 32, 32)),
+])
+def test_one_image_or_a_batch(info, shape, batch):
+    x = numpy.random.RandomState(0).uniform(size=shape)
+    got = inference.as_batch(x, info)
+    assert got.shape == batch
+    numpy.testing.assert_array_equal(got.ravel(), x.astype('f').ravel())
+
+
+@pytest.mark.parametrize('info,shape', [
+    (GREY, (9, 9)), (GREY, (2, 3, 8, 8)), (GREY, (2, 2, 1, 8, 8)),
+    (COLOUR, (32, 32)), (COLOUR, (32, 32, 3)),
+])
+def test_other_layouts_are_refused(info, shape):
+    with pytest.raises(ValueError, match='do not fit'):
+        inference.as_batch(numpy.zeros(shape), info)
