@@ -128,7 +128,7 @@ def _loaded(run, images):
         post, model = run
         optimizer = post.meta.get('optimizer')
         if optimizer is None:
-            method = 'point' if post.is_point_estimate() else 'weights'
+            method = 'point' if post.is_point_estimate else 'weights'
         else:
             method = experiment.optimizer_spec(optimizer).sampling
         return model, post, method, numpy.asarray(images, numpy.float32)

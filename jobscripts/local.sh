@@ -82,4 +82,4 @@ echo "== evaluate.py on $NP process(es)"
 echo
 echo "Everything is in $(cd "$OUT" && pwd):"
 echo "  vogn/ adam/ mcdropout/  the runs (model.npz, config.json, log, loss.png)"
-echo "  report/                 report.md, report.json, roc_ood.png, reliability.png"
+echo "  report/                 report.md, gallery.png, roc_ood.png, reliability.png, report.json"

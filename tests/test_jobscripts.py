@@ -568,7 +568,8 @@ def test_local_script_end_to_end(demo):
     assert 'Everything is in {}:'.format(out) in result.stdout
     report = os.path.join(out, 'report')
     for name in ('report.json', 'report.csv', 'report.md', 'predictions.npz',
-                 'roc_ood.png', 'reliability.png', 'entropy_hist.png'):
+                 'roc_ood.png', 'reliability.png', 'entropy_hist.png',
+                 'gallery.png'):
         assert os.path.getsize(os.path.join(report, name)) > 0, name
     with open(os.path.join(report, 'report.json')) as f:
         data = json.load(f)
