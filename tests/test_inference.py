@@ -62,3 +62,18 @@ def test_one_image_or_a_batch(info, shape, batch):
 def test_other_layouts_are_refused(info, shape):
     with pytest.raises(ValueError, match='do not fit'):
         inference.as_batch(numpy.zeros(shape), info)
+
+
+def test_evaluation_side_does_not_import_training():
+    """Evaluation builds runs through chainer_vogn.experiment, never
+    through the Trainer wiring (issue 11)."""
+    import subprocess
+    import sys
+    code = ('import sys\n'
+            'import chainer_vogn.evaluation, chainer_vogn.inference, '
+            'chainer_vogn.ood, chainer_vogn.predictive\n'
+            'import chainer_vogn.predict\n'
+            'print("chainer_vogn.training" in sys.modules)\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                            text=True, timeout=120)
+    assert result.stdout.strip() == 'False', result.stdout + result.stderr
