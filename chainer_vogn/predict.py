@@ -20,6 +20,7 @@ from chainer_vogn import datasets
 from chainer_vogn import inference
 from chainer_vogn import predictive
 from chainer_vogn.experiment import RunError
+from chainer_vogn.experiment import at_least
 
 
 def read_images(path, info):
@@ -58,13 +59,14 @@ def build_parser():
     p.add_argument('images', nargs='+', metavar='IMAGE',
                    help='.png/.jpg (resized to the data set\'s size) or .npy '
                         '(one image or a batch, (H, W) or (C, H, W) each)')
-    p.add_argument('-T', '--mc-samples', type=int, default=10,
+    p.add_argument('-T', '--mc-samples', type=at_least(1, 'T'), default=10,
+                   metavar='T',
                    help='Monte Carlo samples (VOGN, MC dropout; point runs '
                         'use 1) (default: %(default)s)')
-    p.add_argument('--seed', type=int, default=0,
+    p.add_argument('--seed', type=at_least(0, '--seed'), default=0,
                    help='sample t uses the seed (seed, t) (default: '
                         '%(default)s)')
-    p.add_argument('--top', type=int, default=3,
+    p.add_argument('--top', type=at_least(1, '--top'), default=3,
                    help='classes shown per image (default: %(default)s)')
     p.add_argument('--device', default=None,
                    help='Chainer device such as @cupy:0 (default: the CPU)')

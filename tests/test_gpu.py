@@ -108,3 +108,23 @@ def test_gpu_draws_follow_mu_and_sigma():
     mu = cuda.to_cpu(param.array)
     assert numpy.all(numpy.abs(draws.mean(0) - mu) < 5 * sig / numpy.sqrt(2000))
     numpy.testing.assert_allclose(draws.std(0), sig, rtol=0.1)
+
+
+def test_predict_on_the_gpu_matches_the_cpu(tmp_path):
+    """chainer_vogn.predict with device='@cupy:0': the same weight samples
+    (drawn on the host from (seed, t)), so the same probabilities."""
+    import chainer.links as L
+    from chainer_vogn import models
+    model = L.Classifier(models.MLP(3, hidden=(16,)))
+    x = numpy.random.RandomState(0).rand(20, 1, 4, 4).astype(numpy.float32)
+    opt = chainer_vogn.VOGN(len(x), lr=1e-2).setup(model)
+    opt.update(model, x, numpy.arange(len(x), dtype=numpy.int32) % 3)
+    path = str(tmp_path / 'model.npz')
+    chainer_vogn.save_posterior(path, model, opt)
+    post = chainer_vogn.load_posterior(path)
+    found = {device: chainer_vogn.predict((post, model), x, num_samples=5,
+                                          device=device)
+             for device in (None, '@cupy:0')}
+    numpy.testing.assert_allclose(found['@cupy:0'].probs, found[None].probs,
+                                  rtol=1e-4, atol=1e-6)
+    assert isinstance(found['@cupy:0'].probs, numpy.ndarray)
