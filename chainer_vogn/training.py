@@ -207,14 +207,19 @@ class PlainConsole(object):
     """``stream`` without terminal escape codes unless it is a terminal.
 
     Chainer's PrintReport clears the line with an escape code before each
-    row, which shows up as garbage in log files and captured output.
+    row, which shows up as garbage in log files and captured output.  Under
+    an MPI launcher stdout is the launcher's pseudo-terminal whatever the
+    launcher's own output is, so it counts as no terminal.
     """
 
     _ESCAPE = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
+    #: Set by Open MPI, PMI (MPICH, Slurm) and PMIx launchers.
+    _LAUNCHER_VARIABLES = ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'PMIX_RANK')
 
     def __init__(self, stream):
         self.stream = stream
-        self.is_terminal = stream.isatty()
+        self.is_terminal = stream.isatty() and not any(
+            name in os.environ for name in self._LAUNCHER_VARIABLES)
 
     def write(self, text):
         if not self.is_terminal:

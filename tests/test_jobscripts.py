@@ -566,6 +566,7 @@ def demo(tmp_path_factory):
 def test_local_script_end_to_end(demo):
     out, result = demo
     assert 'Everything is in {}:'.format(out) in result.stdout
+    assert '\x1b' not in result.stdout + result.stderr  # no escape codes
     report = os.path.join(out, 'report')
     for name in ('report.json', 'report.csv', 'report.md', 'predictions.npz',
                  'roc_ood.png', 'reliability.png', 'entropy_hist.png',

@@ -254,7 +254,9 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_plain_console_strips_escape_codes_unless_terminal():
+def test_plain_console_strips_escape_codes_unless_terminal(monkeypatch):
+    for name in training.PlainConsole._LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     text = '\x1b[J1    23    0.5\n\x1b[2A'
     plain = training.PlainConsole(io.StringIO())
     plain.write(text)
@@ -262,6 +264,12 @@ def test_plain_console_strips_escape_codes_unless_terminal():
     terminal = training.PlainConsole(Terminal())
     terminal.write(text)
     assert terminal.stream.getvalue() == text
+    # mpiexec gives its ranks a pseudo-terminal even when its own output
+    # goes to a file.
+    monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '2')
+    launched = training.PlainConsole(Terminal())
+    launched.write(text)
+    assert launched.stream.getvalue() == '1    23    0.5\n'
 
 
 def test_loss_plot_is_labelled_on_a_log_axis():
