@@ -84,6 +84,8 @@ def copy_of_repository(dest):
             shutil.copy2(source, target)
 
 
+@pytest.mark.e2e
+@pytest.mark.mpi  # the README's mpiexec examples
 def test_commands_run_as_written(tmp_path):
     clone = tmp_path / 'chainer-vogn'
     copy_of_repository(str(clone))
