@@ -19,9 +19,9 @@ import zipfile
 import numpy
 
 from chainer_vogn import datasets
+from chainer_vogn import experiment
 from chainer_vogn import metrics
 from chainer_vogn import posterior as posterior_module
-from chainer_vogn import experiment
 from chainer_vogn import predictive
 from chainer_vogn.experiment import RunError
 

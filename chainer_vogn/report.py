@@ -43,7 +43,8 @@ def _is_number(x):
 
 
 def format_value(x, spec, scale=1.0):
-    """``x * scale`` formatted with ``spec``; '-' when undefined (None, NaN)."""
+    """``x * scale`` formatted with ``spec``; '-' when undefined (None,
+    NaN)."""
     if not _is_number(x) or not np.isfinite(x):
         return '-'
     return format(float(x) * scale, spec)

@@ -32,7 +32,8 @@ def test_prepared_images_are_the_data_sets_own(image_size):
 def test_prepare_refuses_other_sizes():
     info = datasets.get_dataset('digits')[2]
     with pytest.raises(ValueError, match=r'digits images must have shape '
-                                         r'\(N, 1, 8, 8\), got \(2, 1, 9, 9\)'):
+                                         r'\(N, 1, 8, 8\), got '
+                                         r'\(2, 1, 9, 9\)'):
         datasets.prepare_images(numpy.zeros((2, 1, 9, 9)), info)
 
 

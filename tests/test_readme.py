@@ -98,7 +98,8 @@ def test_commands_run_as_written(tmp_path):
     result = subprocess.run(
         ['bash', '-euo', 'pipefail', '-c', script_of_runnable_blocks()],
         cwd=str(clone), env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, \
+        result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
 
     # The quickstart: the unseen 8 is less certain than the known 3.
