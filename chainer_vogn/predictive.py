@@ -8,8 +8,8 @@ with the T samples drawn by one of three methods (the ``sampling`` of the
 run's optimizer in :data:`chainer_vogn.experiment.OPTIMIZERS`): 'weights'
 draws weights w_t = mu + sigma * eps_t from the posterior (VOGN), 'dropout'
 keeps dropout on with the mean weights (MC dropout), and 'point' makes one
-deterministic pass with the mean weights (Adam/SGD, T = 1).  BatchNormalization always uses its
-running statistics.
+deterministic pass with the mean weights (Adam/SGD, T = 1).
+BatchNormalization always uses its running statistics.
 
 Sample t draws its noise (eps_t, or the dropout masks) from
 ``numpy.random.SeedSequence([seed, t])`` and nothing else, so a sample is the
