@@ -16,10 +16,15 @@ same way:
 """
 import argparse
 import collections
+import contextlib
+import dataclasses
 import json
 import os
 import platform
+import re
 import sys
+from typing import List
+from typing import Optional
 
 import numpy
 
@@ -46,11 +51,12 @@ class RunError(Exception):
     """A failure to report in one line, then end the job on every rank."""
 
 
-def fail(message):
+def fail(message, status=1):
     """Print ``message`` and end the job: every rank, if there are several.
 
     A rank that merely exited would leave the others blocked in their next
-    collective call, so a multi-process job is aborted through MPI.
+    collective call, so a multi-process job is aborted through MPI; a
+    one-process run just exits with ``status``.
     """
     from mpi4py import MPI
     world = MPI.COMM_WORLD
@@ -58,8 +64,46 @@ def fail(message):
     sys.stderr.write(prefix + message + '\n')
     sys.stderr.flush()
     if world.size > 1:
-        world.Abort(1)
-    sys.exit(1)
+        world.Abort(status)
+    sys.exit(status)
+
+
+#: The failures that train.py and evaluate.py report in one line: the user
+#: can fix them (options, files, data, a diverging run), so a traceback
+#: would only hide the message.
+EXPECTED_FAILURES = (RunError, ValueError, OSError, FloatingPointError)
+
+
+def describe_failure(error):
+    """``error`` in one line; OSErrors as 'path: reason'."""
+    if isinstance(error, OSError) and error.strerror:
+        where = error.filename if error.filename is not None else ''
+        text = '{}: {}'.format(where, error.strerror) if where else \
+            error.strerror
+    else:
+        text = str(error) or type(error).__name__
+    return ' '.join(text.split())
+
+
+@contextlib.contextmanager
+def exit_cleanly(program):
+    """Run the body of ``program`` (train.py, evaluate.py), ending it with
+    one line on stderr for an expected failure (exit status 1) or Ctrl-C
+    (130).
+
+    Ctrl-C reaches every rank of an mpiexec job, and mpiexec ends the job,
+    so an interrupt exits without MPI_Abort; rank 0 alone says so.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        from mpi4py import MPI
+        if MPI.COMM_WORLD.rank == 0:
+            sys.stderr.write('{}: interrupted\n'.format(program))
+            sys.stderr.flush()
+        sys.exit(130)
+    except EXPECTED_FAILURES as e:
+        fail('{}: error: {}'.format(program, describe_failure(e)))
 
 
 def write_json(path, data):
@@ -230,24 +274,274 @@ def select_device(device, mpi_comm=None):
     except RuntimeError as e:
         raise RunError('--device {}: no usable GPU {} ({}); install CuPy '
                        'or pass --device -1 for the CPU'.format(
-                           device, device + local, e))
+                           device, device + local, ' '.join(str(e).split())))
     return gpu
 
 
-# Options of train.py
+# The options of a run
 
-def _milestones(text):
+class ConfigError(ValueError):
+    """An option with a bad value, type or combination.
+
+    The message names the option; ``option`` is its name as a field of
+    :class:`RunConfig`, so that callers can say where its value came from.
+    """
+
+    def __init__(self, option, message):
+        super(ConfigError, self).__init__(message)
+        self.option = option
+
+
+def _integer(value):
+    if isinstance(value, str):
+        value = value.strip()
+        if value.lstrip('+-').isdigit():
+            return int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError('an integer')
+
+
+def _number(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise TypeError('a number')
+
+
+def _text(value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # YAML reads --classes 3 or --out 2024 as ints
+    raise TypeError('a string')
+
+
+def _flag(value):
+    if isinstance(value, bool):
+        return value
+    raise TypeError('true or false')
+
+
+def _epochs(value):
+    """Epochs as a list of integers, from [80, 120], '80,120' or 80."""
+    if isinstance(value, str):
+        value = [v for v in value.split(',') if v.strip()]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
     try:
-        values = [int(v) for v in str(text).split(',') if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            'expected comma-separated epochs such as 80,120; got {!r}'.format(
-                text))
-    if values != sorted(values) or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(
-            'milestones must be increasing positive epochs; got {!r}'.format(
-                text))
-    return values
+        return [_integer(v) for v in value]
+    except TypeError:
+        raise TypeError('comma-separated epochs such as 80,120')
+
+
+def _option(default, convert, check=None, rule=None, choices=None):
+    """A :class:`RunConfig` field: its default, the conversion of a given
+    value (a string from the command line or a value from a file), and the
+    range ``check`` that ``rule`` describes."""
+    if isinstance(default, list):
+        kwargs = {'default_factory': lambda: list(default)}
+    else:
+        kwargs = {'default': default}
+    return dataclasses.field(metadata={
+        'convert': convert, 'check': check, 'rule': rule,
+        'choices': choices}, **kwargs)
+
+
+def _positive():
+    return dict(convert=_integer, check=lambda v: v >= 1,
+                rule='an integer >= 1')
+
+
+def _in_unit_interval():
+    return dict(convert=_number, check=lambda v: 0 <= v < 1,
+                rule='a number in [0, 1)')
+
+
+def _not_negative():
+    return dict(convert=_number, check=lambda v: v >= 0, rule='a number >= 0')
+
+
+def _greater_than_zero():
+    return dict(convert=_number, check=lambda v: v > 0, rule='a number > 0')
+
+
+_VOGN = vogn_module._default_hyperparam
+
+
+@dataclasses.dataclass
+class RunConfig(object):
+    """The options of a train.py run, converted, checked and completed.
+
+    Build it from Python (``RunConfig(optimizer='adam', epochs=5)``), from
+    train.py's command line and --config file (:func:`parse_args`) or from a
+    run's config.json (:meth:`from_record`): the values go through the same
+    conversions and checks, and a bad one raises :class:`ConfigError`.
+    ``lr`` and ``dropout`` left as None take the optimizer's defaults (see
+    :data:`OPTIMIZERS`); VOGN's options default to VOGN's own defaults.
+    The meaning of each field is the help of its option in
+    :func:`build_parser`.
+    """
+
+    config: Optional[str] = _option(None, _text)
+    # Model and data
+    optimizer: str = _option('vogn', _text, choices=tuple(OPTIMIZERS))
+    arch: str = _option('mlp', _text, choices=models.ARCHS)
+    dataset: str = _option('digits', _text, choices=datasets.DATASETS)
+    data_dir: Optional[str] = _option(None, _text)
+    classes: Optional[str] = _option(None, _text)
+    allow_download: bool = _option(False, _flag)
+    dropout: Optional[float] = _option(None, **_in_unit_interval())
+    augment: bool = _option(False, _flag)
+    # Training
+    samples: int = _option(1, **_positive())
+    mc: int = _option(1, **_positive())
+    batchsize: int = _option(32, **_positive())
+    epochs: int = _option(10, **_positive())
+    lr: Optional[float] = _option(None, **_greater_than_zero())
+    lr_milestones: List[int] = _option(
+        [], _epochs, check=lambda v: v == sorted(set(v)) and min(v + [1]) >= 1,
+        rule='increasing positive epochs such as 80,120')
+    lr_decay: float = _option(0.1, **_greater_than_zero())
+    weight_decay: float = _option(0.0, **_not_negative())
+    momentum: float = _option(momentum_sgd_module._default_hyperparam.momentum,
+                              **_in_unit_interval())
+    seed: int = _option(0, _integer, check=lambda v: 0 <= v < 2 ** 32,
+                        rule='an integer in [0, 2**32)')
+    # VOGN; its own check_hyperparameters has their ranges
+    beta1: float = _option(_VOGN.beta1, _number)
+    beta2: float = _option(_VOGN.beta2, _number)
+    prior_precision: float = _option(_VOGN.prior_precision, _number)
+    tau: float = _option(_VOGN.tau, _number)
+    damping: float = _option(_VOGN.damping, _number)
+    init_precision: Optional[float] = _option(_VOGN.init_precision, _number)
+    aug_factor: float = _option(_VOGN.aug_factor, _number)
+    bias_correction: bool = _option(_VOGN.bias_correction, _flag)
+    tau_warmup_steps: int = _option(_VOGN.tau_warmup_steps, _integer)
+    tau_init: float = _option(_VOGN.tau_init, _number)
+    # Devices, output and resuming
+    device: int = _option(-1, _integer, check=lambda v: v >= -1,
+                          rule='-1 (the CPU) or a GPU number >= 0')
+    communicator: str = _option('naive', _text, choices=COMMUNICATORS)
+    out: str = _option('result', _text)
+    resume: bool = _option(False, _flag)
+    snapshot_interval: int = _option(1, **_positive())
+    eval_batchsize: int = _option(256, **_positive())
+    progress: bool = _option(True, _flag)
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, _checked(field, getattr(self,
+                                                              field.name)))
+        spec = OPTIMIZERS[self.optimizer]
+        if self.lr is None:
+            self.lr = spec.default_lr
+        if self.dropout is None:
+            self.dropout = spec.default_dropout
+        self._check_combinations(spec)
+
+    def _check_combinations(self, spec):
+        weight_samplers = [name for name, other in OPTIMIZERS.items()
+                           if other.sampling == 'weights']
+        for name in ('samples', 'mc'):
+            if getattr(self, name) != 1 and spec.sampling != 'weights':
+                raise ConfigError(name, (
+                    '{}: {} applies to {} only: optimizer {} is plain data '
+                    'parallel (use 1)').format(
+                        name, getattr(self, name), ' or '.join(weight_samplers),
+                        self.optimizer))
+        if spec.sampling == 'dropout' and self.dropout <= 0:
+            raise ConfigError('dropout', (
+                'dropout: optimizer {} needs dropout > 0, got {}').format(
+                    self.optimizer, self.dropout))
+        if self.classes is not None:
+            try:
+                classes = datasets.parse_class_range(self.classes)
+            except ValueError as e:
+                raise ConfigError('classes', 'classes: {}'.format(e))
+            if len(classes) < 2:
+                raise ConfigError('classes', (
+                    'classes: {!r} is one class; a classifier needs at least '
+                    'two, such as 0-4').format(self.classes))
+        if self.communicator != 'naive' and self.device < 0:
+            raise ConfigError('communicator', (
+                'communicator: {} needs GPUs; use naive with device -1 (the '
+                'CPU)').format(self.communicator))
+        names = [name for name in _VOGN.get_dict() if name != 'dataset_size']
+        hyperparam = argparse.Namespace(dataset_size=1, **{
+            name: getattr(self, name) for name in names})
+        try:
+            vogn_module.check_hyperparameters(hyperparam)
+        except ValueError as e:
+            words = re.findall(r'\w+', str(e))
+            raise ConfigError(next((w for w in words if w in names), None),
+                              str(e))
+
+    @classmethod
+    def from_record(cls, record):
+        """The options recorded in a run's config.json (a dict); the record's
+        other entries (versions, layout, results) are left out."""
+        if not isinstance(record, dict):
+            raise ConfigError(None, 'expected a mapping of option names to '
+                              'values, got {}'.format(type(record).__name__))
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+def _checked(field, value):
+    """``value`` of ``field`` converted and checked; ConfigError if bad."""
+    meta = field.metadata
+    if value is None and field.default is None:
+        return None
+    try:
+        converted = meta['convert'](value)
+    except TypeError as e:
+        raise ConfigError(field.name, '{}: {!r} is invalid; it must be '
+                          '{}'.format(field.name, value, meta['rule'] or e))
+    if meta['choices'] and converted not in meta['choices']:
+        raise ConfigError(field.name, '{}: {!r} is not one of {}'.format(
+            field.name, value, ', '.join(meta['choices'])))
+    if meta['check'] and not meta['check'](converted):
+        raise ConfigError(field.name, '{}: {!r} is invalid; it must be '
+                          '{}'.format(field.name, converted, meta['rule']))
+    return converted
+
+
+def read_config(path):
+    """The options in a JSON (.json) or YAML (.yaml/.yml) file, as a dict
+    with option names spelled with underscores; ConfigError, naming the
+    file, if it is missing, unreadable or not a mapping."""
+    def bad(problem):
+        return ConfigError('config', '--config {}: {}'.format(path, problem))
+
+    try:
+        with open(path) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise bad(getattr(e, 'strerror', None) or e)
+    if path.endswith(('.yaml', '.yml')):
+        import yaml
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, 'problem_mark', None)
+            raise bad('not valid YAML{}: {}'.format(
+                '' if mark is None else ' (line {}, column {})'.format(
+                    mark.line + 1, mark.column + 1),
+                getattr(e, 'problem', None) or e))
+    else:
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise bad('not valid JSON: {}'.format(e))
+    if not isinstance(data, dict):
+        raise bad('expected a mapping of option names to values, got '
+                  '{}'.format(type(data).__name__))
+    return {str(key).replace('-', '_'): value for key, value in data.items()}
 
 
 def at_least(minimum, what=None):
@@ -262,139 +556,162 @@ def at_least(minimum, what=None):
     return parse
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless it has none (None, an empty list)
+    or is a --no-... switch, whose help says what it turns off."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, [], argparse.SUPPRESS) or \
+                (action.nargs == 0 and action.default is True):
+            return action.help
+        return super(HelpFormatter, self)._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, with defaults in --help and a one-line error
+    (``prog: error: ...``, exit status 2) instead of usage and error."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault('formatter_class', HelpFormatter)
+        super(ArgumentParser, self).__init__(**kwargs)
+
+    def error(self, message):
+        self.exit(2, '{}: error: {}\n'.format(self.prog, message))
+
+
 def build_parser():
-    vogn = vogn_module._default_hyperparam
-    p = argparse.ArgumentParser(
+    """train.py's parser.  It gives the command line's values as strings;
+    :func:`parse_args` converts and checks them with :class:`RunConfig`."""
+    default = {field.name: field.default if field.default is not
+               dataclasses.MISSING else field.default_factory()
+               for field in dataclasses.fields(RunConfig)}
+
+    def choices(name):
+        return '{' + ','.join(RunConfig.__dataclass_fields__[name].metadata[
+            'choices']) + '}'
+
+    p = ArgumentParser(
+        prog='train.py',
         description='Train a classifier with VOGN (or a baseline) on one or '
                     'many processes: mpiexec -n P python train.py --samples S '
                     'splits the P processes into S Monte Carlo sample groups '
                     'of P/S data shards each.')
-    p.add_argument('--config', metavar='FILE',
-                   help='JSON or YAML file of options (command line wins)')
+
+    def add(group, name, help, **kwargs):
+        dest = name.lstrip('-').replace('-', '_')
+        if name.startswith('--no-'):
+            kwargs.update(action='store_false', dest=dest[3:])
+        elif isinstance(default.get(dest), bool):
+            kwargs.update(action='store_true')
+        group.add_argument(name, help=help,
+                           default=default[kwargs.get('dest', dest)],
+                           **kwargs)
+
+    add(p, '--config', 'JSON or YAML file of options, such as '
+        'configs/cifar10_lenet5_vogn.yaml; its keys are option names '
+        '(prior-precision or prior_precision); the command line wins '
+        '(default: none)', metavar='FILE')
     g = p.add_argument_group('model and data')
-    g.add_argument('--optimizer', choices=tuple(OPTIMIZERS), default='vogn')
-    g.add_argument('--arch', choices=models.ARCHS, default='mlp')
-    g.add_argument('--dataset', choices=datasets.DATASETS, default='digits')
-    g.add_argument('--data-dir', default=None,
-                   help='folder with the official dataset files '
-                        '(default: ./data)')
-    g.add_argument('--classes', default=None, metavar='LIST',
-                   help='train on these classes only, e.g. 0-4 (relabelled '
-                        '0..k-1), holding the rest out as out-of-distribution '
-                        'data for evaluate.py --ood holdout:5-9')
-    g.add_argument('--allow-download', action='store_true',
-                   help='let Chainer download MNIST when it is not cached')
-    g.add_argument('--dropout', type=float, default=None,
-                   help='dropout rate before fully connected layers '
-                        '(default 0.5 for mcdropout, else 0)')
-    g.add_argument('--augment', action='store_true',
-                   help='random crop (pad 4) and horizontal flip')
+    add(g, '--optimizer', 'vogn, or a baseline: adam, mcdropout (Adam with '
+        'dropout, sampled with dropout on) or sgd (momentum SGD)',
+        metavar=choices('optimizer'))
+    add(g, '--arch', 'network architecture', metavar=choices('arch'))
+    add(g, '--dataset', 'data set (digits is bundled; the others are read '
+        'from --data-dir)', metavar=choices('dataset'))
+    add(g, '--data-dir', 'folder with the official data set files (default: '
+        './data)')
+    add(g, '--classes', 'train on these classes only, e.g. 0-4 (relabelled '
+        '0..k-1), holding the rest out as out-of-distribution data for '
+        'evaluate.py --ood holdout:5-9 (default: all classes)',
+        metavar='LIST')
+    add(g, '--allow-download', 'let Chainer download MNIST when it is not '
+        'cached')
+    add(g, '--dropout', 'dropout rate before fully connected layers '
+        '(default: {})'.format(', '.join(
+            '{} {}'.format(name, spec.default_dropout)
+            for name, spec in OPTIMIZERS.items())))
+    add(g, '--augment', 'random crop (pad 4) and horizontal flip')
     g = p.add_argument_group('training')
-    g.add_argument('--samples', type=at_least(1), default=1, metavar='S',
-                   help='sample groups across processes (VOGN only); the '
-                        'number of processes must be a multiple of S')
-    g.add_argument('--mc', type=at_least(1), default=1, metavar='K',
-                   help='Monte Carlo samples per process per step (VOGN)')
-    g.add_argument('--batchsize', type=at_least(1), default=32,
-                   help='minibatch size PER PROCESS (ChainerMN convention)')
-    g.add_argument('--epochs', type=at_least(1), default=10)
-    g.add_argument('--lr', type=float, default=None,
-                   help='learning rate (default: {})'.format(', '.join(
-                       '{} {}'.format(name, spec.default_lr)
-                       for name, spec in OPTIMIZERS.items())))
-    g.add_argument('--lr-milestones', type=_milestones, default=[],
-                   metavar='E1,E2', help='epochs at which lr is multiplied '
-                                         'by --lr-decay')
-    g.add_argument('--lr-decay', type=float, default=0.1)
-    g.add_argument('--weight-decay', type=float, default=0.0,
-                   help='L2 weight decay of the baselines')
-    g.add_argument('--momentum', type=float,
-                   default=momentum_sgd_module._default_hyperparam.momentum,
-                   help='momentum of sgd')
-    g.add_argument('--seed', type=int, default=0)
+    add(g, '--samples', 'sample groups across processes (VOGN only); the '
+        'number of processes must be a multiple of S', metavar='S')
+    add(g, '--mc', 'Monte Carlo weight samples per process per step (VOGN '
+        'only)', metavar='K')
+    add(g, '--batchsize', 'minibatch size PER PROCESS (ChainerMN '
+        'convention)')
+    add(g, '--epochs', 'epochs to train (in all, also when resuming)')
+    add(g, '--lr', 'learning rate (Adam\'s alpha; default: {})'.format(
+        ', '.join('{} {}'.format(name, spec.default_lr)
+                  for name, spec in OPTIMIZERS.items())))
+    add(g, '--lr-milestones', 'epochs at which the learning rate is '
+        'multiplied by --lr-decay (default: none)', metavar='E1,E2')
+    add(g, '--lr-decay', 'factor applied to the learning rate at each '
+        'milestone')
+    add(g, '--weight-decay', 'L2 weight decay of the baselines (VOGN\'s '
+        'prior is --prior-precision)')
+    add(g, '--momentum', 'momentum of sgd')
+    add(g, '--seed', 'random seed of initial weights, data order, '
+        'augmentation and VOGN\'s weight samples')
     g = p.add_argument_group('VOGN (see docs/algorithm.md)')
-    g.add_argument('--beta1', type=float, default=vogn.beta1)
-    g.add_argument('--beta2', type=float, default=vogn.beta2)
-    g.add_argument('--prior-precision', type=float,
-                   default=vogn.prior_precision)
-    g.add_argument('--tau', type=float, default=vogn.tau)
-    g.add_argument('--damping', type=float, default=vogn.damping)
-    g.add_argument('--init-precision', type=float,
-                   default=vogn.init_precision)
-    g.add_argument('--aug-factor', type=float, default=vogn.aug_factor,
-                   help='data augmentation factor rho: N_eff = rho * N')
-    g.add_argument('--no-bias-correction', dest='bias_correction',
-                   action='store_false')
-    g.add_argument('--tau-warmup-steps', type=int,
-                   default=vogn.tau_warmup_steps)
-    g.add_argument('--tau-init', type=float, default=vogn.tau_init)
+    add(g, '--beta1', 'momentum of the mean\'s gradient: weight on the old '
+        'value')
+    add(g, '--beta2', 'moving average of the precision: weight on the old '
+        'value')
+    add(g, '--prior-precision', 'precision delta of the isotropic Gaussian '
+        'prior (1 / prior variance)')
+    add(g, '--tau', 'KL weight (temperature) tau')
+    add(g, '--damping', 'damping gamma added to the precision')
+    add(g, '--init-precision', 'initial precision s0 (default: none: the '
+        'first step runs at the mean and sets s to its curvature)')
+    add(g, '--aug-factor', 'data augmentation factor rho: N_eff = rho * N')
+    add(g, '--no-bias-correction', 'turn off the bias correction of the '
+        'moving averages (on by default)')
+    add(g, '--tau-warmup-steps', 'steps over which tau rises from --tau-init '
+        'to --tau (0: no warm-up)')
+    add(g, '--tau-init', 'tau at the first step of a warm-up')
     g = p.add_argument_group('devices, output and resuming')
-    g.add_argument('--device', type=int, default=-1,
-                   help='-1: CPU; >= 0: GPUs, rank r uses GPU '
-                        'device + intra-node rank')
-    g.add_argument('--communicator', choices=COMMUNICATORS, default='naive',
-                   help='ChainerMN communicator (pure_nccl for GPUs)')
-    g.add_argument('--out', default='result', help='output folder')
-    g.add_argument('--resume', action='store_true',
-                   help='continue from the newest snapshot in --out (start '
-                        'afresh when there is none)')
-    g.add_argument('--snapshot-interval', type=at_least(1), default=1,
-                   metavar='EPOCHS')
-    g.add_argument('--eval-batchsize', type=at_least(1), default=256)
-    g.add_argument('--no-progress', dest='progress', action='store_false',
-                   help='no progress bar (for batch jobs)')
+    add(g, '--device', '-1: CPU; >= 0: GPUs, rank r uses GPU device + its '
+        'rank on the node')
+    add(g, '--communicator', 'ChainerMN communicator (pure_nccl or flat for '
+        'GPUs)', metavar=choices('communicator'))
+    add(g, '--out', 'output folder')
+    add(g, '--resume', 'continue from the newest snapshot in --out (start '
+        'afresh when there is none)')
+    add(g, '--snapshot-interval', 'epochs between snapshots',
+        metavar='EPOCHS')
+    add(g, '--eval-batchsize', 'minibatch size of the test-set evaluation '
+        'after each epoch')
+    add(g, '--no-progress', 'no progress bar, for batch jobs (default: a '
+        'progress bar)')
     return p
 
 
-def read_config(path):
-    """The options in a JSON (.json) or YAML (.yaml/.yml) file, as a dict."""
-    if not os.path.exists(path):
-        raise FileNotFoundError('--config {}: no such file'.format(path))
-    with open(path) as f:
-        if path.endswith(('.yaml', '.yml')):
-            import yaml
-            data = yaml.safe_load(f)
-        else:
-            data = json.load(f)
-    if not isinstance(data, dict):
-        raise ValueError('--config {}: expected a mapping of option names to '
-                         'values'.format(path))
-    return {key.replace('-', '_'): value for key, value in data.items()}
+class _Unset(object):
+    """Marks an option not given on the command line."""
 
 
 def parse_args(argv=None):
-    """The options of train.py: command line over --config file over
-    defaults, with the defaults of the chosen optimizer filled in."""
+    """train.py's options as a :class:`RunConfig`: the command line over the
+    --config file over the defaults.  A bad option ends the process with a
+    one-line error that names it (and the file it came from)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.config:
-        options = read_config(args.config)
-        known = {a.dest for a in parser._actions} - {'help', 'config'}
-        unknown = sorted(set(options) - known)
+    unset = argparse.Namespace(**{action.dest: _Unset for action in
+                                  parser._actions if action.dest != 'help'})
+    given = {name: value for name, value in
+             vars(parser.parse_args(argv, unset)).items()
+             if value is not _Unset}
+    path = given.get('config')
+    from_file = {}
+    try:
+        if path:
+            from_file = read_config(path)
+        known = {field.name for field in dataclasses.fields(RunConfig)} - \
+            {'config'}
+        unknown = sorted(set(from_file) - known)
         if unknown:
-            parser.error('--config {}: unknown options {}; valid ones are '
-                         '{}'.format(args.config, unknown, sorted(known)))
-        parser.set_defaults(**options)
-        args = parser.parse_args(argv)
-        # Values from the file skip argparse's type conversion.
-        if isinstance(args.lr_milestones, str):
-            args.lr_milestones = _milestones(args.lr_milestones)
-        for action in parser._actions:
-            value = getattr(args, action.dest, None)
-            if action.choices and value is not None and \
-                    value not in action.choices:
-                parser.error('--config {}: {} = {!r} is not one of {}'.format(
-                    args.config, action.dest, value, action.choices))
-    spec = OPTIMIZERS[args.optimizer]
-    if args.lr is None:
-        args.lr = spec.default_lr
-    if args.dropout is None:
-        args.dropout = spec.default_dropout
-    if args.optimizer != 'vogn' and args.samples != 1:
-        parser.error('--samples {} applies to vogn only: the baselines are '
-                     'plain data parallel (use --samples 1)'.format(
-                         args.samples))
-    if spec.sampling == 'dropout' and args.dropout <= 0:
-        parser.error('--optimizer {} needs --dropout > 0'.format(
-            args.optimizer))
-    return args
+            raise ConfigError(unknown[0], 'unknown options {}; valid ones '
+                              'are {}'.format(unknown, sorted(known)))
+        return RunConfig(**dict(from_file, **given))
+    except ConfigError as e:
+        if e.option in from_file and e.option not in given:
+            parser.error('--config {}: {}'.format(path, e))
+        parser.error(str(e))

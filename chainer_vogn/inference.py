@@ -10,7 +10,6 @@ set's mean and std, enlarged as the run's model takes them).  The samples are
 drawn as :mod:`chainer_vogn.predictive` draws them for evaluate.py, so the
 same run, seed and T give the same probabilities there and here.
 """
-import argparse
 import collections
 import json
 import os
@@ -63,15 +62,16 @@ class Run(object):
                 self.config = json.load(f)
             self.posterior = posterior_module.load_posterior(
                 files['model.npz'])
-        except (ValueError, OSError, KeyError, zipfile.BadZipFile) as e:
+        except (ValueError, OSError, EOFError, KeyError,
+                zipfile.BadZipFile) as e:
             raise RunError('run {}: cannot read {}: {}'.format(name, path, e))
-        self.args = argparse.Namespace(**self.config)
-        if data_dir is not None:
-            self.args.data_dir = data_dir
         try:
-            self.spec = experiment.optimizer_spec(self.config.get('optimizer'))
+            self.args = experiment.RunConfig.from_record(self.config)
         except ValueError as e:
             raise RunError('run {}: {}/config.json: {}'.format(name, path, e))
+        if data_dir is not None:
+            self.args.data_dir = data_dir
+        self.spec = experiment.optimizer_spec(self.args.optimizer)
         self.method = self.spec.sampling
 
     @property
