@@ -29,7 +29,8 @@ def _ood(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
+    p = experiment.ArgumentParser(
+        prog='evaluate.py',
         description='Evaluate train.py runs: VOGN with T weight samples, MC '
                     'dropout with T dropout passes, Adam/SGD with one pass. '
                     'Writes report.json/csv/md, ROC, reliability, entropy and '
@@ -47,7 +48,9 @@ def build_parser():
                    default=10, metavar='T',
                    help='Monte Carlo samples of VOGN and MC dropout runs '
                         '(Adam/SGD always use 1)')
-    p.add_argument('--ece-bins', type=at_least(1, '--ece-bins'), default=15)
+    p.add_argument('--ece-bins', type=at_least(1, '--ece-bins'), default=15,
+                   help='equal-width confidence bins of the expected '
+                        'calibration error and the reliability diagram')
     p.add_argument('--data-dir', default=None,
                    help='data folder (default: the one each run used)')
     p.add_argument('--device', type=int, default=-1,
@@ -56,7 +59,7 @@ def build_parser():
     p.add_argument('--seed', type=at_least(0, '--seed'), default=0,
                    help='sample t uses the seed (seed, t)')
     p.add_argument('--batchsize', type=at_least(1, '--batchsize'),
-                   default=256)
+                   default=256, help='examples per forward pass')
     p.add_argument('--names', default=None, metavar='A,B,...',
                    help='names of the runs in the report (default: the '
                         'folder names)')
@@ -66,10 +69,8 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     mpi.require_mpi('evaluate.py')
-    try:
+    with experiment.exit_cleanly('evaluate.py'):
         evaluation.evaluate(args)
-    except (experiment.RunError, ValueError, FileNotFoundError) as e:
-        experiment.fail('evaluate.py: error: {}'.format(e))
 
 
 if __name__ == '__main__':

@@ -17,11 +17,8 @@ from chainer_vogn import training
 def main(argv=None):
     args = experiment.parse_args(argv)
     mpi.require_mpi('train.py')
-    try:
+    with experiment.exit_cleanly('train.py'):
         training.run(args)
-    except (experiment.RunError, ValueError, FileNotFoundError,
-            FloatingPointError) as e:
-        experiment.fail('train.py: error: {}'.format(e))
 
 
 if __name__ == '__main__':

@@ -76,12 +76,17 @@ _CORRUPT_ERRORS = (EOFError, ValueError, KeyError, IndexError, OSError,
                    scipy.io.matlab.MatReadError)
 
 
+class UnreadableFormat(ValueError):
+    """A file that is whole but in a format this package does not read."""
+
+
 @contextlib.contextmanager
 def _reading(path):
     """Turns any sign of a damaged file into a ValueError naming it."""
     try:
         yield
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
+    except (FileNotFoundError, PermissionError, IsADirectoryError,
+            UnreadableFormat):
         raise
     except _CORRUPT_ERRORS as e:
         raise ValueError(
@@ -97,6 +102,9 @@ def _not_found(name, paths, how):
 
 def _field(batch, key):
     """``batch[key]`` for pickles with str keys or Python 2 bytes keys."""
+    if not isinstance(batch, dict):
+        raise ValueError('expected a CIFAR batch (a dict of data and labels), '
+                         'got a {}'.format(type(batch).__name__))
     if key in batch:
         return batch[key]
     return batch[key.encode('ascii')]
@@ -153,6 +161,17 @@ def _load_cifar(name, data_dir):
     return train + test
 
 
+def _loadmat(path):
+    """scipy.io.loadmat, which reads MATLAB files up to v7, not v7.3."""
+    try:
+        return scipy.io.loadmat(path)
+    except NotImplementedError:
+        raise UnreadableFormat(
+            '{} is a MATLAB v7.3 (HDF5) file, which cannot be read here; '
+            'use the file as published at {} (format 2), or save it again '
+            'in MATLAB with -v7'.format(path, _SVHN_URL))
+
+
 def _load_svhn(data_dir):
     paths = [os.path.join(data_dir, 'train_32x32.mat'),
              os.path.join(data_dir, 'test_32x32.mat')]
@@ -163,7 +182,7 @@ def _load_svhn(data_dir):
     arrays = []
     for path in paths:
         with _reading(path):
-            mat = scipy.io.loadmat(path)
+            mat = _loadmat(path)
             x, t = mat['X'], mat['y'].ravel().astype(numpy.int32)
             if x.shape[:3] != (32, 32, 3) or x.ndim != 4 or \
                     x.shape[3] != len(t):

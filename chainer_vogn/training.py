@@ -178,7 +178,7 @@ def run(args):
         if comm.rank == 0:
             print('resuming from epoch {}'.format(epoch) if epoch else
                   'no snapshot in {}: starting afresh'.format(args.out))
-    trainer.run()
+    trainer.run(show_loop_exception_msg=False)
 
     if comm.rank == 0:
         meta = {'arch': args.arch, 'optimizer': args.optimizer,

@@ -1,0 +1,272 @@
+"""train.py and evaluate.py end every expected failure with one line.
+
+Each case runs the script as a user would and checks the exit status and
+that stderr holds the one ``train.py: error: ...`` line (no traceback, no
+MPI_Abort banner, no Chainer training-loop dump).
+"""
+import importlib.util
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chainer_vogn import experiment
+
+pytestmark = pytest.mark.e2e
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(REPO, 'train.py')
+EVALUATE = os.path.join(REPO, 'evaluate.py')
+SMALL = ['--dataset', 'digits', '--arch', 'mlp', '--no-progress']
+
+#: A device number no machine has: fails with or without CuPy.
+NO_SUCH_GPU = '99'
+
+
+def _run(script, args, **kwargs):
+    return subprocess.run([sys.executable, script] + args,
+                          capture_output=True, text=True, timeout=300,
+                          **kwargs)
+
+
+def assert_one_line(result, status, program, *fragments):
+    """Exit ``status`` and stderr one line 'program: ...' holding each of
+    ``fragments``."""
+    lines = result.stderr.splitlines()
+    assert result.returncode == status, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(program + ': '), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+# train.py: options from the command line and from --config files
+
+@pytest.mark.parametrize('args, message', [
+    (['--epochs', '0'], 'epochs: 0 is invalid; it must be an integer >= 1'),
+    (['--epochs', '1.5'], "epochs: '1.5' is invalid"),
+    (['--snapshot-interval', '0'], 'snapshot_interval: 0 is invalid'),
+    (['--batchsize', '-4'], 'batchsize: -4 is invalid'),
+    (['--optimizer', 'adam', '--lr', '-1'], 'lr: -1.0 is invalid'),
+    (['--optimizer', 'sgd', '--momentum', '1'], 'momentum: 1.0 is invalid'),
+    (['--classes', '3'], "classes: '3' is one class"),
+    (['--beta2', '1'], 'beta2 = 1.0 is invalid'),
+    (['--optimizer', 'adam', '--mc', '3'], 'mc: 3 applies to vogn only'),
+    (['--no-such-option'], 'unrecognized arguments'),
+])
+def test_bad_option_on_the_command_line(tmp_path, args, message):
+    result = _run(TRAIN, SMALL + args + ['--out', str(tmp_path / 'out')])
+    assert_one_line(result, 2, 'train.py', message)
+    assert not os.path.exists(str(tmp_path / 'out'))
+
+
+@pytest.mark.parametrize('name, text, message', [
+    ('c.yaml', 'epochs: 0\n', 'epochs: 0 is invalid'),
+    ('c.yaml', 'snapshot_interval: 0\n', 'snapshot_interval: 0 is invalid'),
+    ('c.json', '{"batchsize": -4}', 'batchsize: -4 is invalid'),
+    ('c.yaml', 'epochs: 1.5\n', 'epochs: 1.5 is invalid'),
+    ('c.yaml', 'augment: maybe\n', "augment: 'maybe' is invalid"),
+    ('c.yaml', 'optimizer: adam\nlr: -1\n', 'lr: -1.0 is invalid'),
+    ('c.yaml', 'classes: 3\n', "classes: '3' is one class"),
+    ('c.yaml', 'epochs: [1\n', 'not valid YAML (line 2, column 1)'),
+    ('c.json', '{"epochs": 2,}', 'not valid JSON'),
+    ('c.yaml', '- epochs\n', 'expected a mapping'),
+    ('c.yaml', 'learning_rate: 1\n', "unknown options ['learning_rate']"),
+])
+def test_bad_config_file_is_named(tmp_path, name, text, message):
+    config = tmp_path / name
+    config.write_text(text)
+    result = _run(TRAIN, SMALL + ['--config', str(config), '--out',
+                                  str(tmp_path / 'out')])
+    assert_one_line(result, 2, 'train.py', '--config {}: '.format(config),
+                    message)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    missing = str(tmp_path / 'nothere.yaml')
+    result = _run(TRAIN, ['--config', missing])
+    assert_one_line(result, 2, 'train.py', missing,
+                    'No such file or directory')
+
+
+# train.py: failures while running
+
+def test_out_under_a_regular_file(tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('keep me')
+    result = _run(TRAIN, SMALL + ['--epochs', '1', '--out',
+                                  str(afile / 'out')])
+    assert_one_line(result, 1, 'train.py', str(afile / 'out'),
+                    'Not a directory')
+    assert afile.read_text() == 'keep me'
+
+
+def test_device_without_a_gpu(tmp_path):
+    result = _run(TRAIN, SMALL + ['--device', NO_SUCH_GPU, '--out',
+                                  str(tmp_path / 'out')])
+    assert_one_line(result, 1, 'train.py', '--device {}: no usable GPU'.format(
+        NO_SUCH_GPU), '--device -1')
+
+
+#: Runs train.py with writing config.json failing as on a full disk.
+DISK_FULL = """
+import errno, os, runpy, sys
+from chainer_vogn import experiment
+
+def full(path, data):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+experiment.write_json = full
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_disk_full(tmp_path):
+    script = tmp_path / 'disk_full.py'
+    script.write_text(DISK_FULL)
+    out = tmp_path / 'out'
+    result = _run(str(script), [TRAIN] + SMALL + ['--epochs', '1', '--out',
+                                                   str(out)])
+    assert_one_line(result, 1, 'train.py', str(out / 'config.json'),
+                    'No space left on device')
+
+
+def test_divergence_has_no_training_loop_dump(tmp_path):
+    result = _run(TRAIN, SMALL + ['--optimizer', 'sgd', '--lr', '1e6',
+                                  '--epochs', '2', '--out', str(tmp_path)])
+    assert result.returncode == 1
+    # NumPy may warn about the NaN first; then one line and nothing else.
+    assert result.stderr.splitlines()[-1].startswith(
+        'train.py: error: training loss is nan')
+    assert 'Exception in main training loop' not in result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+def test_ctrl_c_exits_130_in_one_line(tmp_path):
+    out = tmp_path / 'out'
+    # A shell's background job ignores SIGINT; a terminal's does not.
+    process = subprocess.Popen(
+        [sys.executable, TRAIN] + SMALL + ['--epochs', '1000', '--out',
+                                           str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 240
+    while not (out / 'log').exists() and process.poll() is None and \
+            time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr == 'train.py: interrupted\n'
+
+
+# Data files that are whole but not what the loaders read
+
+def test_cifar_pickle_holding_a_list(tmp_path):
+    folder = tmp_path / 'cifar-10-batches-py'
+    folder.mkdir()
+    for name in ['data_batch_{}'.format(i) for i in range(1, 6)] + \
+            ['test_batch']:
+        with open(str(folder / name), 'wb') as f:
+            pickle.dump([1, 2, 3], f)
+    result = _run(TRAIN, ['--dataset', 'cifar10', '--data-dir',
+                          str(tmp_path), '--out', str(tmp_path / 'out')])
+    assert_one_line(result, 1, 'train.py', str(folder / 'data_batch_1'),
+                    'got a list')
+
+
+def _matlab_73_file(path):
+    """The header of a MATLAB v7.3 file (an HDF5 file with a 512-byte MAT
+    preamble: text, subsystem offset, version 0x0200, 'IM')."""
+    text = b'MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .'
+    with open(path, 'wb') as f:
+        f.write(text.ljust(116) + b'\0' * 8 + b'\x00\x02IM' + b'\0' * 384)
+
+
+def test_svhn_in_matlab_73_format(tmp_path):
+    for name in ('train_32x32.mat', 'test_32x32.mat'):
+        _matlab_73_file(str(tmp_path / name))
+    result = _run(TRAIN, ['--dataset', 'svhn', '--data-dir', str(tmp_path),
+                          '--out', str(tmp_path / 'out')])
+    assert_one_line(result, 1, 'train.py', str(tmp_path / 'train_32x32.mat'),
+                    'MATLAB v7.3')
+
+
+# evaluate.py
+
+def test_evaluate_bad_option(tmp_path):
+    result = _run(EVALUATE, [str(tmp_path), '--mc-samples', '0'])
+    assert_one_line(result, 2, 'evaluate.py', '--mc-samples', '>= 1')
+
+
+@pytest.fixture(scope='module')
+def trained_run(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp('run') / 'adam')
+    result = _run(TRAIN, SMALL + ['--optimizer', 'adam', '--epochs', '1',
+                                  '--out', folder])
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.mark.parametrize('damage', ['config.json', 'model.npz'])
+def test_evaluate_damaged_run(trained_run, tmp_path, damage):
+    run = tmp_path / 'run'
+    shutil.copytree(trained_run, str(run))
+    if damage == 'config.json':
+        run.joinpath(damage).write_text(json.dumps([1, 2]))
+    else:
+        run.joinpath(damage).write_bytes(b'')
+    result = _run(EVALUATE, [str(run), '--out', str(tmp_path / 'report')])
+    assert_one_line(result, 1, 'evaluate.py', 'run run: ', str(run))
+
+
+def test_evaluate_device_without_a_gpu(trained_run, tmp_path):
+    result = _run(EVALUATE, [trained_run, '--device', NO_SUCH_GPU, '--out',
+                             str(tmp_path / 'report')])
+    assert_one_line(result, 1, 'evaluate.py', '--device {}: no usable '
+                    'GPU'.format(NO_SUCH_GPU), '--device -1')
+
+
+def test_evaluate_out_under_a_regular_file(trained_run, tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('keep me')
+    result = _run(EVALUATE, [trained_run, '--out', str(afile / 'report')])
+    assert_one_line(result, 1, 'evaluate.py', str(afile / 'report'),
+                    'Not a directory')
+    assert afile.read_text() == 'keep me'
+
+
+# --help
+
+def _parser(script):
+    """The parser of train.py (experiment's) or of evaluate.py."""
+    if script == TRAIN:
+        return experiment.build_parser()
+    spec = importlib.util.spec_from_file_location('evaluate', script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
+
+
+@pytest.mark.parametrize('script', [TRAIN, EVALUATE])
+def test_help_describes_every_option_with_its_default(script):
+    parser = _parser(script)
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.dest == 'help':
+            continue
+        name = '/'.join(action.option_strings) or action.dest
+        assert action.help and len(action.help.split()) >= 2, name
+        shown = formatter._get_help_string(action) % dict(
+            vars(action), prog=parser.prog)
+        if action.option_strings:
+            assert 'default' in shown, (name, shown)
+    assert _run(script, ['--help']).returncode == 0
