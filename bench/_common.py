@@ -1,5 +1,4 @@
 """Helpers shared by the bench scripts: machine facts, tables, JSON, data."""
-import json
 import os
 import platform
 import subprocess
@@ -10,8 +9,9 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import chainer_vogn  # NOQA: makes chainer importable on every stack
-import chainer  # NOQA: E402
 import numpy  # NOQA: E402
+
+from chainer_vogn import experiment  # NOQA: E402
 
 
 def cpu_model():
@@ -31,11 +31,10 @@ def machine(device=-1):
 
     Call it first: the load average tells how busy the machine was then.
     """
-    info = {'cpu': cpu_model(), 'cores': os.cpu_count(),
-            'python': platform.python_version(), 'numpy': numpy.__version__,
-            'chainer': chainer.__version__,
-            'load_average_at_start': os.getloadavg(),
-            'command': ' '.join([os.path.basename(sys.executable)] + sys.argv)}
+    info = dict(experiment.versions(), cpu=cpu_model(),
+                cores=os.cpu_count(), load_average_at_start=os.getloadavg(),
+                command=' '.join([os.path.basename(sys.executable)] +
+                                 sys.argv))
     for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
         if var in os.environ:
             info[var] = os.environ[var]
@@ -43,15 +42,13 @@ def machine(device=-1):
         import cupy
         name = cupy.cuda.runtime.getDeviceProperties(device)['name']
         info['gpu'] = name.decode() if isinstance(name, bytes) else name
-        info['cupy'] = cupy.__version__
     return info
 
 
 def write_json(path, data):
-    """Write ``data`` to ``path`` (if given) as indented JSON."""
+    """Write ``data`` to ``path`` (if given) as indented JSON, atomically."""
     if path:
-        with open(path, 'w') as f:
-            json.dump(data, f, indent=2, sort_keys=True)
+        experiment.write_json(path, data)
         print('wrote', path)
 
 
@@ -73,14 +70,6 @@ def random_batch(batch, device, seed=0, channels=3, size=32, n_classes=10):
     x = rng.randn(batch, channels, size, size).astype(numpy.float32)
     t = rng.randint(0, n_classes, batch).astype(numpy.int32)
     return device.send(x), device.send(t)
-
-
-def get_device(device_id):
-    """The chainer device for --device: -1 CPU, n >= 0 that GPU."""
-    device = chainer.get_device(
-        '@numpy' if device_id < 0 else '@cupy:{}'.format(device_id))
-    device.use()
-    return device
 
 
 def synchronize(device):

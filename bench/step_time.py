@@ -22,12 +22,13 @@ import statistics
 import time
 from unittest import mock
 
-from _common import (get_device, machine, print_table, random_batch,
+from _common import (machine, print_table, random_batch,
                      synchronize, write_json)
 
 import chainer
 import chainer.functions as F
 
+from chainer_vogn import experiment
 from chainer_vogn import models
 from chainer_vogn.curvature import SquaredGradientHook
 from chainer_vogn.optimizer import VOGN
@@ -189,7 +190,7 @@ def main():
     if args.smoke:
         args.models, args.steps, args.warmup = 'lenet5:4,resnet18:2', 2, 1
     info = machine(args.device)
-    device = get_device(args.device)
+    device = experiment.select_device(args.device)
     results = []
     for spec in args.models.split(','):
         arch, batch = spec.split(':')
