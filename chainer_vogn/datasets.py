@@ -11,7 +11,8 @@ images go through exactly the same affine map.
 Nothing is downloaded unless asked: CIFAR-10/100 and SVHN are read from the
 official files in ``data_dir``; MNIST from its official idx files there or
 from Chainer's own cache, and downloaded by Chainer only with
-``allow_download=True``; ``digits`` (8x8 digits bundled with scikit-learn)
+``allow_download=True``; Fashion-MNIST from its idx files (MNIST's names) in
+``data_dir`` or ``data_dir/fashion-mnist``; ``digits`` (8x8 digits bundled with scikit-learn)
 always works offline.  CIFAR batches are pickles, so only read copies you
 trust.
 """
@@ -40,11 +41,17 @@ _SHAPES = {
     'cifar100': (100, 3, 32),
     'svhn': (10, 3, 32),
     'mnist': (10, 1, 28),
+    'fashion-mnist': (10, 1, 28),
     'digits': (10, 1, 8),
 }
 
 #: Names accepted by :func:`get_dataset`.
 DATASETS = tuple(_SHAPES)
+
+
+def native_size(name):
+    """Side of data set ``name``'s own images, in pixels."""
+    return _SHAPES[name][2]
 
 _CIFAR = {
     'cifar10': {
@@ -65,6 +72,7 @@ _CIFAR = {
 _CIFAR_URL = 'https://www.cs.toronto.edu/~kriz/cifar.html'
 _SVHN_URL = 'http://ufldl.stanford.edu/housenumbers/'
 _MNIST_URL = 'http://yann.lecun.com/exdb/mnist/'
+_FASHION_URL = 'https://github.com/zalandoresearch/fashion-mnist'
 _MNIST_FILES = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
                 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte']
 
@@ -212,21 +220,46 @@ def _read_idx(path):
     return array.reshape(shape)
 
 
-def _load_mnist(data_dir, allow_download):
-    idx_paths = [[os.path.join(data_dir, stem + suffix)
-                  for suffix in ('.gz', '')] for stem in _MNIST_FILES]
+def _idx_candidates(folders):
+    """For each of MNIST's four files, the paths it may have (.gz or not)."""
+    return [[os.path.join(folder, stem + suffix) for folder in folders
+             for suffix in ('.gz', '')] for stem in _MNIST_FILES]
+
+
+def _read_idx_set(idx_paths):
+    """The four arrays of an MNIST-format set, or None if a file is missing."""
     found = [[p for p in candidates if os.path.isfile(p)]
              for candidates in idx_paths]
-    if all(found):
-        x_train, t_train, x_test, t_test = [_read_idx(p[0]) for p in found]
-        for x, t, path in ((x_train, t_train, found[0][0]),
-                           (x_test, t_test, found[2][0])):
-            if x.ndim != 3 or t.ndim != 1 or len(x) != len(t):
-                raise ValueError(
-                    '{} holds images of shape {} for {} labels: not a '
-                    'matching MNIST pair'.format(path, x.shape, len(t)))
-        return (x_train[:, None], t_train.astype(numpy.int32),
-                x_test[:, None], t_test.astype(numpy.int32))
+    if not all(found):
+        return None
+    x_train, t_train, x_test, t_test = [_read_idx(p[0]) for p in found]
+    for x, t, path in ((x_train, t_train, found[0][0]),
+                       (x_test, t_test, found[2][0])):
+        if x.ndim != 3 or t.ndim != 1 or len(x) != len(t):
+            raise ValueError(
+                '{} holds images of shape {} for {} labels: not a '
+                'matching MNIST-format pair'.format(path, x.shape, len(t)))
+    return (x_train[:, None], t_train.astype(numpy.int32),
+            x_test[:, None], t_test.astype(numpy.int32))
+
+
+def _load_fashion_mnist(data_dir):
+    idx_paths = _idx_candidates([data_dir,
+                                 os.path.join(data_dir, 'fashion-mnist')])
+    arrays = _read_idx_set(idx_paths)
+    if arrays is None:
+        raise _not_found('fashion-mnist', sum(idx_paths, []), (
+            'download the four files (same names as MNIST\'s) from {} into '
+            '{} or {}/fashion-mnist, or pass --data-dir'.format(
+                _FASHION_URL, data_dir, data_dir)))
+    return arrays
+
+
+def _load_mnist(data_dir, allow_download):
+    idx_paths = _idx_candidates([data_dir])
+    arrays = _read_idx_set(idx_paths)
+    if arrays is not None:
+        return arrays
 
     cache = chainer.dataset.get_dataset_directory(
         'pfnet/chainer/mnist', create_directory=False)
@@ -234,8 +267,7 @@ def _load_mnist(data_dir, allow_download):
                  os.path.join(cache, 'test.npz')]
     if not all(os.path.isfile(p) for p in npz_paths):
         if not allow_download:
-            looked = [p for candidates in idx_paths for p in candidates]
-            raise _not_found('mnist', looked + npz_paths, (
+            raise _not_found('mnist', sum(idx_paths, []) + npz_paths, (
                 'download the four files from {} into {}, or pass '
                 '--data-dir, or allow downloading (allow_download=True) into '
                 "Chainer's cache".format(_MNIST_URL, data_dir)))
@@ -265,17 +297,21 @@ def _load_digits():
     return x_train, t_train, x_test, t_test
 
 
-def _scale_factor(name, native, image_size):
-    if image_size is None or image_size == native:
-        return 1
-    if not isinstance(image_size, int) or image_size < native or \
-            image_size % native:
+def can_enlarge(native, size):
+    """Whether images of side ``native`` can become ``size``: by an integer
+    factor (pixel repetition) or an even border (padding)."""
+    return size == native or (isinstance(size, int) and size > native and (
+        size % native == 0 or (size - native) % 2 == 0))
+
+
+def _check_size(name, native, image_size):
+    if image_size is not None and not can_enlarge(native, image_size):
         raise ValueError(
             'image_size={} for {}: images are {}x{} and can only be enlarged '
-            'by an integer factor (pixel repetition), so image_size must be '
-            'a multiple of {}'.format(image_size, name, native, native,
-                                      native))
-    return image_size // native
+            'by an integer factor (pixel repetition) or by an even border '
+            '(padding), so image_size must be a multiple of {} or {} plus an '
+            'even number'.format(image_size, name, native, native, native,
+                                 native))
 
 
 def _standardise(x_train, x_test, max_value):
@@ -302,11 +338,26 @@ def _standardise_in_place(x, mean, std):
     x /= numpy.asarray(std).astype(numpy.float32)[:, None, None]
 
 
-def enlarge(x, factor):
-    """Images (N, C, H, W) enlarged ``factor`` times by pixel repetition."""
-    if factor == 1:
+def enlarge(x, image_size, mean, std):
+    """Standardised images ``x`` (N, C, h, w) brought to image_size^2.
+
+    An integer multiple of the native size repeats pixels (8x8 digits to
+    32x32); any other larger size pads an even border of black, a raw 0
+    standardised with the per-channel ``mean`` and ``std`` (MNIST's 28x28 to
+    LeNet-5's 32x32, as LeNet-5 was fed originally).
+    """
+    native = x.shape[-1]
+    if image_size is None or image_size == native:
         return x
-    return x.repeat(factor, axis=2).repeat(factor, axis=3)
+    if image_size % native == 0:
+        factor = image_size // native
+        return x.repeat(factor, axis=2).repeat(factor, axis=3)
+    black = -numpy.asarray(mean) / numpy.asarray(std)
+    border = (image_size - native) // 2
+    out = numpy.empty(x.shape[:2] + (image_size, image_size), x.dtype)
+    out[...] = black.astype(x.dtype)[:, None, None]
+    out[:, :, border:border + native, border:border + native] = x
+    return out
 
 
 def image_shape(name):
@@ -333,7 +384,7 @@ def prepare_images(x, info):
             '{} images must have shape (N, {}, {}, {}), got {}'.format(
                 info['name'], channels, side, side, x.shape))
     _standardise_in_place(x, info['mean'], info['std'])
-    return enlarge(x, info['image_size'] // side)
+    return enlarge(x, info['image_size'], info['mean'], info['std'])
 
 
 def get_dataset(name, data_dir=None, allow_download=False, image_size=None):
@@ -359,7 +410,7 @@ def get_dataset(name, data_dir=None, allow_download=False, image_size=None):
     """
     channels, native = image_shape(name)
     n_classes = _SHAPES[name][0]
-    factor = _scale_factor(name, native, image_size)
+    _check_size(name, native, image_size)
     if data_dir is None:
         data_dir = DEFAULT_DATA_DIR
 
@@ -370,6 +421,8 @@ def get_dataset(name, data_dir=None, allow_download=False, image_size=None):
         arrays = _load_svhn(data_dir)
     elif name == 'mnist':
         arrays = _load_mnist(data_dir, allow_download)
+    elif name == 'fashion-mnist':
+        arrays = _load_fashion_mnist(data_dir)
     else:
         arrays = _load_digits()
         max_value = 16
@@ -382,12 +435,13 @@ def get_dataset(name, data_dir=None, allow_download=False, image_size=None):
                                         n_classes - 1, data_dir))
 
     x_train, x_test, mean, std = _standardise(x_train, x_test, max_value)
-    x_train, x_test = enlarge(x_train, factor), enlarge(x_test, factor)
+    x_train = enlarge(x_train, image_size, mean, std)
+    x_test = enlarge(x_test, image_size, mean, std)
     info = {
         'name': name,
         'n_classes': n_classes,
         'in_channels': channels,
-        'image_size': native * factor,
+        'image_size': image_size or native,
         'n_train': len(t_train),
         'n_test': len(t_test),
         'mean': [float(m) for m in mean],

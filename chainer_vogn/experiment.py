@@ -224,7 +224,7 @@ def optimizer_spec(name):
 def image_size_for(args):
     """The image size the run's model takes, when it is not the data set's
     own (conv nets take at least CIFAR's 32 x 32); else None."""
-    native = {'digits': 8, 'mnist': 28}.get(args.dataset, 32)
+    native = datasets.native_size(args.dataset)
     if args.arch != 'mlp' and native < CONV_IMAGE_SIZE:
         return CONV_IMAGE_SIZE
     return None
@@ -431,6 +431,8 @@ class RunConfig(object):
     resume: bool = _option(False, _flag)
     snapshot_interval: int = _option(1, **_positive())
     eval_batchsize: int = _option(256, **_positive())
+    val_samples: int = _option(10, _integer, check=lambda v: v >= 0,
+                               rule='an integer >= 0')
     progress: bool = _option(True, _flag)
 
     def __post_init__(self):
@@ -657,8 +659,11 @@ def build_parser():
     add(g, '--beta2', 'moving average of the precision: weight on the old '
         'value')
     add(g, '--prior-precision', 'precision delta of the isotropic Gaussian '
-        'prior (1 / prior variance)')
-    add(g, '--tau', 'KL weight (temperature) tau')
+        'prior (1 / prior variance) (default: derived: a pull on the mean '
+        'like a weight decay of 1e-4, see docs/tuning.md)')
+    add(g, '--tau', 'KL weight (temperature) tau (default: derived from the '
+        'training set size, the damping and the widest unit, see '
+        'docs/tuning.md)')
     add(g, '--damping', 'damping gamma added to the precision')
     add(g, '--init-precision', 'initial precision s0 (default: none: the '
         'first step runs at the mean and sets s to its curvature)')
@@ -680,6 +685,10 @@ def build_parser():
         metavar='EPOCHS')
     add(g, '--eval-batchsize', 'minibatch size of the test-set evaluation '
         'after each epoch')
+    add(g, '--val-samples', 'each epoch, also report the accuracy and NLL '
+        'of the T-sample predictive (VOGN weight samples, MC dropout passes) '
+        'on the test set, as evaluate.py computes them; 0: only the '
+        'mean-weight numbers', metavar='T')
     add(g, '--no-progress', 'no progress bar, for batch jobs (default: a '
         'progress bar)')
     return p

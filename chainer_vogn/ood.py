@@ -98,14 +98,15 @@ def load_ood(spec, args, info, name='run'):
     _, test, ood_info = datasets.get_dataset(
         spec, data_dir=args.data_dir, allow_download=args.allow_download)
     size, native = info['image_size'], ood_info['image_size']
-    if ood_info['in_channels'] != info['in_channels'] or size % native:
+    if ood_info['in_channels'] != info['in_channels'] or \
+            not datasets.can_enlarge(native, size):
         raise RunError(
             '--ood {}: its images are {}x{}x{} but run {} takes {}x{}x{} '
             '(channels x height x width); choose an OOD set with the same '
-            'number of channels and a size that divides {} (or '
-            'holdout:A-B)'.format(spec, ood_info['in_channels'], native,
-                                  native, name, info['in_channels'], size,
-                                  size, size))
+            'number of channels whose images become {}x{} by an integer '
+            'factor or an even border (or holdout:A-B)'.format(
+                spec, ood_info['in_channels'], native, native, name,
+                info['in_channels'], size, size, size, size))
     x = chainer.dataset.concat_examples(test)[0]
-    return datasets.enlarge(standardise_like(x, ood_info, info),
-                            size // native)
+    return datasets.enlarge(standardise_like(x, ood_info, info), size,
+                            info['mean'], info['std'])

@@ -21,29 +21,42 @@ def _host(array):
     return backend.CpuDevice().send(array)
 
 
-def save_posterior(path, model, optimizer=None, meta=None):
-    """Save mu (the model's parameters) and sigma (from a VOGN optimizer).
+def from_model(model, optimizer=None, meta=None):
+    """The posterior a model and its optimizer hold now, on the host.
 
-    Without an optimizer, or for one without a ``posterior_std`` method,
-    sigma is zero: the file then describes point weights.
+    mu is the model's parameters; sigma comes from a VOGN optimizer's
+    ``posterior_std`` and is zero without one (point weights).
     """
     std = {}
     if optimizer is not None and hasattr(optimizer, 'posterior_std'):
         std = optimizer.posterior_std()
-    arrays = {}
+    mu, sigma = {}, {}
     for name, param in model.namedparams():
         if param.array is None:
             raise ValueError('parameter {} is not initialised; run one '
-                             'forward pass before saving'.format(name))
-        arrays['mu' + name] = _host(param.array)
-        arrays['sigma' + name] = (_host(std[name]) if name in std
-                                  else numpy.zeros_like(arrays['mu' + name]))
-    for name, value in _named_persistent(model):
-        arrays['persistent' + name] = _host(value)
+                             'forward pass first'.format(name))
+        mu[name] = _host(param.array)
+        sigma[name] = (_host(std[name]) if name in std
+                       else numpy.zeros_like(mu[name]))
+    persistent = {name: _host(value)
+                  for name, value in _named_persistent(model)}
     info = dict(meta or {})
     if optimizer is not None:
         info.setdefault('step', int(optimizer.t))
-    arrays['meta'] = numpy.array(json.dumps(info))
+    return Posterior(mu, sigma, persistent, info)
+
+
+def save_posterior(path, model, optimizer=None, meta=None):
+    """Save mu (the model's parameters) and sigma (from a VOGN optimizer),
+    as :func:`from_model` reads them."""
+    post = from_model(model, optimizer, meta)
+    arrays = {}
+    for name in post.mu:
+        arrays['mu' + name] = post.mu[name]
+        arrays['sigma' + name] = post.sigma[name]
+    for name, value in post.persistent.items():
+        arrays['persistent' + name] = value
+    arrays['meta'] = numpy.array(json.dumps(post.meta))
     atomic_write(path, lambda f: numpy.savez(f, **arrays), binary=True)
 
 

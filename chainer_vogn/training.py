@@ -26,6 +26,7 @@ from chainer_vogn import datasets
 from chainer_vogn import distributed
 from chainer_vogn import experiment
 from chainer_vogn import posterior
+from chainer_vogn import validation
 from chainer_vogn.experiment import RunError
 
 _SNAPSHOT = 'snapshot_rank{rank}_epoch{{.updater.epoch}}.npz'
@@ -153,6 +154,11 @@ def run(args):
     evaluator = extensions.Evaluator(test_iter, model, device=device)
     trainer.extend(chainermn.create_multi_node_evaluator(evaluator, comm),
                    trigger=(1, 'epoch'))
+    if args.val_samples and spec.sampling != 'point':
+        trainer.extend(validation.PredictiveValidation(
+            chainermn.scatter_dataset(test, comm, force_equal_length=False),
+            model, optimizer, spec.sampling, args.val_samples, comm, device,
+            seed=args.seed, batchsize=args.eval_batchsize))
     trainer.extend(CheckFinite())
     if args.lr_milestones:
         trainer.extend(extensions.ExponentialShift(spec.lr_attr,
@@ -246,10 +252,14 @@ def _label_plot(ylabel, log_scale):
 def _add_reports(trainer, args):
     console = PlainConsole(sys.stdout)
     trainer.extend(extensions.LogReport(trigger=(1, 'epoch')))
+    predictive_keys = []
+    if args.val_samples and \
+            experiment.optimizer_spec(args.optimizer).sampling != 'point':
+        predictive_keys = [validation.ACCURACY, validation.NLL]
     trainer.extend(extensions.PrintReport(
         ['epoch', 'iteration', 'main/loss', 'main/accuracy',
-         'validation/main/loss', 'validation/main/accuracy',
-         'elapsed_time'], out=console))
+         'validation/main/loss', 'validation/main/accuracy'] +
+        predictive_keys + ['elapsed_time'], out=console))
     if args.progress and console.is_terminal:
         trainer.extend(extensions.ProgressBar(update_interval=10))
     if extensions.PlotReport.available():

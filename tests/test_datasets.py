@@ -402,10 +402,47 @@ def test_image_size_repeats_pixels():
             assert (block == x[0, i, j]).all()
 
 
-@pytest.mark.parametrize('size', [12, 4, 8.5])
-def test_image_size_must_be_a_multiple(size):
-    with pytest.raises(ValueError, match='multiple of 8'):
+@pytest.mark.parametrize('size', [13, 4, 8.5])
+def test_image_size_must_be_a_multiple_or_an_even_border(size):
+    with pytest.raises(ValueError, match='multiple of 8 or 8 plus an even'):
         datasets.get_dataset('digits', image_size=size)
+
+
+def test_image_size_pads_a_black_border(tmp_path, empty_chainer_cache):
+    """28x28 to 32x32: the image in the middle, a 2-pixel border that is a
+    black (raw 0) pixel after standardisation, statistics unchanged."""
+    images = write_mnist(tmp_path)
+    train, test, info = datasets.get_dataset('mnist', data_dir=str(tmp_path))
+    big, big_test, big_info = datasets.get_dataset(
+        'mnist', data_dir=str(tmp_path), image_size=32)
+    assert big_info['image_size'] == 32 and big_info['mean'] == info['mean']
+    x = big[1][0]
+    assert x.shape == (1, 32, 32)
+    numpy.testing.assert_array_equal(x[:, 2:30, 2:30], train[1][0])
+    raw = x * big_info['std'][0] + big_info['mean'][0]
+    border = numpy.ones((32, 32), bool)
+    border[2:30, 2:30] = False
+    numpy.testing.assert_allclose(raw[0][border], 0, atol=1e-6)
+    numpy.testing.assert_array_equal(big_test[0][0][:, 2:30, 2:30],
+                                     test[0][0])
+    assert images['train'][0][1].max() > 0  # the middle is not all black
+
+
+def test_fashion_mnist_reads_idx_files_in_its_folder(tmp_path,
+                                                     empty_chainer_cache):
+    (tmp_path / "fashion-mnist").mkdir()
+    images = write_mnist(tmp_path / "fashion-mnist")
+    train, test, info = datasets.get_dataset('fashion-mnist',
+                                             data_dir=str(tmp_path))
+    check_mnist(train, test, info, images)
+    assert info['name'] == 'fashion-mnist'
+
+
+def test_fashion_mnist_missing_names_the_files(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        datasets.get_dataset('fashion-mnist', data_dir=str(tmp_path))
+    assert 'train-images-idx3-ubyte' in str(err.value)
+    assert 'fashion-mnist' in str(err.value)
 
 
 # ---------------------------------------------------------------- classes
