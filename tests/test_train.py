@@ -92,6 +92,12 @@ def test_smoke_run_learns_and_writes_outputs(runs, opt):
     assert [entry['epoch'] for entry in log] == [1, 2]
     # 10 classes: chance is 0.1.
     assert log[-1]['validation/main/accuracy'] > 0.5, log[-1]
+    # The Bayesian runs also log their T-sample predictive.
+    bayesian = opt in ('vogn', 'mcdropout')
+    assert ('validation/predictive/accuracy' in log[-1]) == bayesian
+    assert ('validation/predictive/nll' in log[-1]) == bayesian
+    if bayesian:
+        assert log[-1]['validation/predictive/accuracy'] > 0.5, log[-1]
     with open(os.path.join(folder, 'config.json')) as f:
         config = json.load(f)
     assert config['finished'] and config['optimizer'] == opt
