@@ -30,7 +30,7 @@ _default_hyperparam.lr = 1e-3
 _default_hyperparam.beta1 = 0.9
 _default_hyperparam.beta2 = 0.999
 _default_hyperparam.prior_precision = 1.0
-_default_hyperparam.tau = 1.0
+_default_hyperparam.tau = None  # derived: see derived_tau
 _default_hyperparam.damping = 1e-3
 _default_hyperparam.init_precision = None
 _default_hyperparam.aug_factor = 1.0
@@ -42,6 +42,48 @@ _default_hyperparam.tau_init = 0.1
 SUPPORTED_LINKS = (L.Linear, L.Convolution2D, L.BatchNormalization)
 #: Links whose parameters are point estimates (no noise, no prior).
 POINT_ESTIMATE_LINKS = (L.BatchNormalization,)
+
+
+#: How much noise the weights the data leaves undetermined may add to a
+#: unit's input, relative to the signal's own variance (see derived_tau).
+NOISE_BUDGET = 1.0
+
+
+def widest_fan_in(link):
+    """The most inputs one unit has among the weights VOGN perturbs
+    (in_channels x kh x kw for a convolution, in_size for a Linear)."""
+    fan_ins = [param.array[0].size
+               for _, sub in link.namedlinks()
+               if not isinstance(sub, POINT_ESTIMATE_LINKS)
+               for param in sub.params(include_uninit=False)
+               if param.array.ndim >= 2]
+    return max(fan_ins) if fan_ins else 1
+
+
+def derived_tau(hp, link):
+    """The KL weight tau used when none is given, for ``link``.
+
+    Where the data says nothing about a weight (s near 0), its posterior
+    variance is sigma^2 = 1 / (N_eff gamma / tau + delta): the damping gamma
+    and the prior delta alone hold it.  A unit with F such inputs of unit
+    variance then receives F sigma^2 of noise.  tau is the largest value in
+    (0, 1] that keeps this within NOISE_BUDGET for the widest unit (F =
+    :func:`widest_fan_in`):
+
+        tau = min(1, N_eff gamma / (F / NOISE_BUDGET - delta))
+
+    Data sets large next to the model keep the Bayesian tau = 1; small ones
+    get a tempered posterior, without which the noise drowns the signal and
+    VOGN learns nothing (docs/tuning.md has the measurements).
+    """
+    need = widest_fan_in(link) / NOISE_BUDGET - hp.prior_precision
+    if need <= 0:
+        return 1.0
+    if hp.damping <= 0:
+        raise ValueError(
+            'VOGN: tau cannot be derived with damping = {!r}: pass tau (1 is '
+            'the Bayesian posterior) or a damping > 0'.format(hp.damping))
+    return min(1.0, hp.aug_factor * hp.dataset_size * hp.damping / need)
 
 
 def current_tau(hp, t):
@@ -88,7 +130,7 @@ def check_hyperparameters(hp):
     need(0 <= hp.beta1 < 1, 'beta1', 'in [0, 1)')
     need(0 <= hp.beta2 < 1, 'beta2', 'in [0, 1)')
     need(hp.prior_precision >= 0, 'prior_precision', '>= 0')
-    need(hp.tau > 0, 'tau', '> 0')
+    need(hp.tau is None or hp.tau > 0, 'tau', 'None (derived) or > 0')
     need(hp.damping >= 0, 'damping', '>= 0')
     need(hp.init_precision is None or hp.init_precision >= 0,
          'init_precision', 'None or >= 0')
@@ -301,7 +343,15 @@ class VOGN(optimizer.GradientMethod):
         super(VOGN, self).setup(link)
         for param in link.params(include_uninit=True):
             param.update_rule.point_estimate = id(param) in point_estimates
+        self._ensure_tau()
         return self
+
+    def _ensure_tau(self):
+        """Derive tau (:func:`derived_tau`) when none was given, as soon as
+        every parameter has its shape."""
+        if self.hyperparam.tau is None and all(
+                p.array is not None for p in self.target.params()):
+            self.hyperparam.tau = derived_tau(self.hyperparam, self.target)
 
     def create_update_rule(self):
         return VOGNRule(self.hyperparam)
@@ -331,6 +381,7 @@ class VOGN(optimizer.GradientMethod):
 
     def posterior_std(self):
         """sigma of every parameter, {name: array}, for the next step."""
+        self._ensure_tau()
         return {name: p.update_rule.sigma(p)
                 for name, p in sorted(self.target.namedparams())}
 
@@ -354,6 +405,7 @@ class VOGN(optimizer.GradientMethod):
             with chainer.using_config('train', False), \
                     chainer.no_backprop_mode(), _reports_into({}):
                 lossfun(*args, **kwds)
+        self._ensure_tau()
         named = self._named_params()
         step = self.t + 1
         stats = self._sample_statistics(named, step, lossfun, args, kwds)

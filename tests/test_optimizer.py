@@ -413,3 +413,63 @@ def test_update_without_lossfun_is_refused():
     model, opt, _, _ = _setup()
     with pytest.raises(TypeError, match='lossfun'):
         opt.update()
+
+
+# The derived default of tau
+
+class _Widths(chainer.Chain):
+    """Fan-ins 2*3*3 = 18 (conv), 20 (fc1), 7 (fc2); BatchNorm excluded."""
+
+    def __init__(self):
+        super(_Widths, self).__init__()
+        with self.init_scope():
+            self.conv = L.Convolution2D(2, 4, 3)
+            self.bn = L.BatchNormalization(4)
+            self.fc1 = L.Linear(20, 7)
+            self.fc2 = L.Linear(7, 3)
+
+
+@pytest.mark.parametrize('n, damping, prior, aug, want', [
+    (100, 1e-3, 1.0, 1.0, 100 * 1e-3 / 19),      # small data: tempered
+    (5000, 2e-3, 4.0, 3.0, 1.0),                  # 30 / 16 > 1: Bayesian
+    (400, 1e-2, 25.0, 1.0, 1.0),                  # prior alone is enough
+    (1000, 1e-3, 10.0, 2.0, 2.0 / 10),
+])
+def test_tau_is_derived_from_data_damping_and_the_widest_unit(
+        n, damping, prior, aug, want):
+    """tau = min(1, N_eff gamma / (F - delta)) with F = 20 here."""
+    opt = chainer_vogn.VOGN(n, damping=damping, prior_precision=prior,
+                            aug_factor=aug).setup(_Widths())
+    assert opt.tau == pytest.approx(want, rel=1e-12)
+
+
+def test_derived_tau_keeps_flat_directions_within_the_noise_budget():
+    """In a direction with s = 0 the widest unit's input noise F sigma^2 is
+    the budget (1) when tau is tempered, and below it when tau = 1."""
+    for n in (100, 100000):
+        opt = chainer_vogn.VOGN(n).setup(_Widths())
+        hp = opt.hyperparam
+        sigma2 = opt.tau / (n * (hp.prior_precision * opt.tau / n +
+                                 hp.damping))
+        if opt.tau < 1:
+            assert 20 * sigma2 == pytest.approx(1.0, rel=1e-12)
+        else:
+            assert 20 * sigma2 < 1.0
+
+
+def test_given_tau_is_kept():
+    assert chainer_vogn.VOGN(100, tau=0.7).setup(_Widths()).tau == 0.7
+
+
+def test_tau_of_lazy_links_is_derived_at_the_first_update():
+    model = L.Classifier(L.Linear(None, 3))
+    opt = chainer_vogn.VOGN(50).setup(model)
+    assert opt.tau is None
+    x = numpy.random.RandomState(0).randn(4, 30).astype(numpy.float32)
+    opt.update(model, x, numpy.array([0, 1, 2, 0], numpy.int32))
+    assert opt.tau == pytest.approx(50 * 1e-3 / (30 - 1.0))
+
+
+def test_tau_cannot_be_derived_without_damping():
+    with pytest.raises(ValueError, match='tau cannot be derived'):
+        chainer_vogn.VOGN(50, damping=0).setup(_Widths())
