@@ -110,6 +110,8 @@ def config_record(args, comm, optimizer, info):
         versions=experiment.versions(), command=' '.join(sys.argv))
     if experiment.OPTIMIZERS[args.optimizer].sampling == 'weights':
         record['dataset_size'] = optimizer.dataset_size
+        # tau as used: derived from the data and the model when not given.
+        record['tau_used'] = optimizer.tau
     return record
 
 
@@ -174,6 +176,10 @@ def run(args):
 
     os.makedirs(args.out, exist_ok=True)
     record = config_record(args, comm, optimizer, info)
+    if comm.rank == 0 and args.tau is None and 'tau_used' in record:
+        print('VOGN: tau = {:.4g}, derived from the training set size, the '
+              'damping and the widest unit (see docs/tuning.md); pass --tau '
+              'to set it'.format(record['tau_used']))
     if comm.rank == 0:
         experiment.write_json(os.path.join(args.out, 'config.json'), record)
     if args.resume:
