@@ -29,8 +29,8 @@ _default_hyperparam.dataset_size = None
 _default_hyperparam.lr = 1e-3
 _default_hyperparam.beta1 = 0.9
 _default_hyperparam.beta2 = 0.999
-_default_hyperparam.prior_precision = 1.0
-_default_hyperparam.tau = None  # derived: see derived_tau
+_default_hyperparam.prior_precision = None  # derived: see derive_defaults
+_default_hyperparam.tau = None  # derived: see derive_defaults
 _default_hyperparam.damping = 1e-3
 _default_hyperparam.init_precision = None
 _default_hyperparam.aug_factor = 1.0
@@ -45,8 +45,11 @@ POINT_ESTIMATE_LINKS = (L.BatchNormalization,)
 
 
 #: How much noise the weights the data leaves undetermined may add to a
-#: unit's input, relative to the signal's own variance (see derived_tau).
-NOISE_BUDGET = 1.0
+#: unit's input, relative to the signal's own variance (see derive_defaults).
+NOISE_BUDGET = 3.0
+#: The prior's pull on the mean, delta_t = tau delta / N_eff, when the prior
+#: precision is derived: a weight decay of this size (see derive_defaults).
+PRIOR_PULL = 5e-4
 
 
 def widest_fan_in(link):
@@ -60,30 +63,47 @@ def widest_fan_in(link):
     return max(fan_ins) if fan_ins else 1
 
 
-def derived_tau(hp, link):
-    """The KL weight tau used when none is given, for ``link``.
+def derive_defaults(hp, link):
+    """(tau, prior_precision) for ``link``, each derived where it is None.
 
-    Where the data says nothing about a weight (s near 0), its posterior
-    variance is sigma^2 = 1 / (N_eff gamma / tau + delta): the damping gamma
-    and the prior delta alone hold it.  A unit with F such inputs of unit
-    variance then receives F sigma^2 of noise.  tau is the largest value in
-    (0, 1] that keeps this within NOISE_BUDGET for the widest unit (F =
-    :func:`widest_fan_in`):
+    Where the data says nothing about a weight (s near 0) its posterior
+    variance is sigma^2 = 1 / (N_eff gamma / tau + delta): only the damping
+    gamma and the prior delta hold it.  A unit with F such inputs of unit
+    variance then receives F sigma^2 of noise, which must stay within
+    NOISE_BUDGET times its signal's variance for the widest unit (F =
+    :func:`widest_fan_in`), or the samples drown what the mean learnt:
 
-        tau = min(1, N_eff gamma / (F / NOISE_BUDGET - delta))
+        N_eff gamma / tau + delta >= F / NOISE_BUDGET.
 
-    Data sets large next to the model keep the Bayesian tau = 1; small ones
-    get a tempered posterior, without which the noise drowns the signal and
-    VOGN learns nothing (docs/tuning.md has the measurements).
+    * delta (None): the prior pulls the mean like a weight decay of
+      PRIOR_PULL, tau delta / N_eff = PRIOR_PULL, so delta = PRIOR_PULL
+      N_eff / tau; with both derived, tau = min(1, NOISE_BUDGET N_eff
+      (gamma + PRIOR_PULL) / F).
+    * tau (None, delta given): the largest tau <= 1 with the bound above,
+      tau = min(1, N_eff gamma / (F / NOISE_BUDGET - delta)).
+
+    Data sets that are large next to the model keep the Bayesian tau = 1;
+    small ones get a tempered posterior, without which VOGN's samples are
+    noise (docs/tuning.md has the measurements).
     """
-    need = widest_fan_in(link) / NOISE_BUDGET - hp.prior_precision
-    if need <= 0:
-        return 1.0
-    if hp.damping <= 0:
-        raise ValueError(
-            'VOGN: tau cannot be derived with damping = {!r}: pass tau (1 is '
-            'the Bayesian posterior) or a damping > 0'.format(hp.damping))
-    return min(1.0, hp.aug_factor * hp.dataset_size * hp.damping / need)
+    n_eff = hp.aug_factor * hp.dataset_size
+    need = widest_fan_in(link) / NOISE_BUDGET
+    tau, delta = hp.tau, hp.prior_precision
+    if tau is None:
+        if hp.damping <= 0:
+            raise ValueError(
+                'VOGN: tau cannot be derived with damping = {!r}: pass tau '
+                '(1 is the Bayesian posterior) or a damping > 0'.format(
+                    hp.damping))
+        if delta is None:
+            tau = min(1.0, n_eff * (hp.damping + PRIOR_PULL) / need)
+        elif need <= delta:
+            tau = 1.0
+        else:
+            tau = min(1.0, n_eff * hp.damping / (need - delta))
+    if delta is None:
+        delta = PRIOR_PULL * n_eff / tau
+    return tau, delta
 
 
 def current_tau(hp, t):
@@ -129,7 +149,8 @@ def check_hyperparameters(hp):
     need(hp.lr > 0, 'lr', '> 0')
     need(0 <= hp.beta1 < 1, 'beta1', 'in [0, 1)')
     need(0 <= hp.beta2 < 1, 'beta2', 'in [0, 1)')
-    need(hp.prior_precision >= 0, 'prior_precision', '>= 0')
+    need(hp.prior_precision is None or hp.prior_precision >= 0,
+         'prior_precision', 'None (derived) or >= 0')
     need(hp.tau is None or hp.tau > 0, 'tau', 'None (derived) or > 0')
     need(hp.damping >= 0, 'damping', '>= 0')
     need(hp.init_precision is None or hp.init_precision >= 0,
@@ -343,15 +364,16 @@ class VOGN(optimizer.GradientMethod):
         super(VOGN, self).setup(link)
         for param in link.params(include_uninit=True):
             param.update_rule.point_estimate = id(param) in point_estimates
-        self._ensure_tau()
+        self._ensure_derived()
         return self
 
-    def _ensure_tau(self):
-        """Derive tau (:func:`derived_tau`) when none was given, as soon as
-        every parameter has its shape."""
-        if self.hyperparam.tau is None and all(
+    def _ensure_derived(self):
+        """Derive tau and the prior precision (:func:`derive_defaults`)
+        where none was given, as soon as every parameter has its shape."""
+        hp = self.hyperparam
+        if (hp.tau is None or hp.prior_precision is None) and all(
                 p.array is not None for p in self.target.params()):
-            self.hyperparam.tau = derived_tau(self.hyperparam, self.target)
+            hp.tau, hp.prior_precision = derive_defaults(hp, self.target)
 
     def create_update_rule(self):
         return VOGNRule(self.hyperparam)
@@ -381,7 +403,7 @@ class VOGN(optimizer.GradientMethod):
 
     def posterior_std(self):
         """sigma of every parameter, {name: array}, for the next step."""
-        self._ensure_tau()
+        self._ensure_derived()
         return {name: p.update_rule.sigma(p)
                 for name, p in sorted(self.target.namedparams())}
 
@@ -405,7 +427,7 @@ class VOGN(optimizer.GradientMethod):
             with chainer.using_config('train', False), \
                     chainer.no_backprop_mode(), _reports_into({}):
                 lossfun(*args, **kwds)
-        self._ensure_tau()
+        self._ensure_derived()
         named = self._named_params()
         step = self.t + 1
         stats = self._sample_statistics(named, step, lossfun, args, kwds)

@@ -110,8 +110,9 @@ def config_record(args, comm, optimizer, info):
         versions=experiment.versions(), command=' '.join(sys.argv))
     if experiment.OPTIMIZERS[args.optimizer].sampling == 'weights':
         record['dataset_size'] = optimizer.dataset_size
-        # tau as used: derived from the data and the model when not given.
+        # As used: derived from the data and the model when not given.
         record['tau_used'] = optimizer.tau
+        record['prior_precision_used'] = optimizer.prior_precision
     return record
 
 
@@ -176,10 +177,12 @@ def run(args):
 
     os.makedirs(args.out, exist_ok=True)
     record = config_record(args, comm, optimizer, info)
-    if comm.rank == 0 and args.tau is None and 'tau_used' in record:
-        print('VOGN: tau = {:.4g}, derived from the training set size, the '
-              'damping and the widest unit (see docs/tuning.md); pass --tau '
-              'to set it'.format(record['tau_used']))
+    if comm.rank == 0 and 'tau_used' in record and (
+            args.tau is None or args.prior_precision is None):
+        print('VOGN: tau = {:.4g}, prior precision = {:.4g} (derived from '
+              'the training set size, the damping and the widest unit where '
+              'not given; see docs/tuning.md)'.format(
+                  record['tau_used'], record['prior_precision_used']))
     if comm.rank == 0:
         experiment.write_json(os.path.join(args.out, 'config.json'), record)
     if args.resume:

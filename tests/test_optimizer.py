@@ -429,45 +429,58 @@ class _Widths(chainer.Chain):
             self.fc2 = L.Linear(7, 3)
 
 
-@pytest.mark.parametrize('n, damping, prior, aug, want', [
-    (100, 1e-3, 1.0, 1.0, 100 * 1e-3 / 19),      # small data: tempered
-    (5000, 2e-3, 4.0, 3.0, 1.0),                  # 30 / 16 > 1: Bayesian
-    (400, 1e-2, 25.0, 1.0, 1.0),                  # prior alone is enough
-    (1000, 1e-3, 10.0, 2.0, 2.0 / 10),
+@pytest.mark.parametrize('kwargs, tau, prior', [
+    # both derived: tau = min(1, 3 N_eff (gamma + 5e-4) / F), then
+    # prior = 5e-4 N_eff / tau
+    (dict(dataset_size=100), 3 * 100 * 1.5e-3 / 20,
+     5e-4 * 100 / (3 * 100 * 1.5e-3 / 20)),
+    (dict(dataset_size=400, aug_factor=2.0, damping=2e-3),
+     3 * 800 * 2.5e-3 / 20, 5e-4 * 800 / (3 * 800 * 2.5e-3 / 20)),
+    (dict(dataset_size=100000), 1.0, 5e-4 * 100000),  # large: Bayesian
+    # prior given: tau = min(1, N_eff gamma / (F / 3 - prior))
+    (dict(dataset_size=100, prior_precision=1.0), 0.1 / (20 / 3 - 1), 1.0),
+    (dict(dataset_size=100, prior_precision=7.0), 1.0, 7.0),
+    # tau given: prior = 5e-4 N_eff / tau
+    (dict(dataset_size=300, tau=0.5), 0.5, 5e-4 * 300 / 0.5),
+    (dict(dataset_size=300, tau=0.5, prior_precision=3.0), 0.5, 3.0),
 ])
-def test_tau_is_derived_from_data_damping_and_the_widest_unit(
-        n, damping, prior, aug, want):
-    """tau = min(1, N_eff gamma / (F - delta)) with F = 20 here."""
-    opt = chainer_vogn.VOGN(n, damping=damping, prior_precision=prior,
-                            aug_factor=aug).setup(_Widths())
-    assert opt.tau == pytest.approx(want, rel=1e-12)
+def test_tau_and_prior_are_derived_from_data_damping_and_the_widest_unit(
+        kwargs, tau, prior):
+    """F = 20 here: the widest unit is fc1."""
+    opt = chainer_vogn.VOGN(**kwargs).setup(_Widths())
+    assert opt.tau == pytest.approx(tau, rel=1e-12)
+    assert opt.prior_precision == pytest.approx(prior, rel=1e-12)
 
 
-def test_derived_tau_keeps_flat_directions_within_the_noise_budget():
-    """In a direction with s = 0 the widest unit's input noise F sigma^2 is
-    the budget (1) when tau is tempered, and below it when tau = 1."""
-    for n in (100, 100000):
-        opt = chainer_vogn.VOGN(n).setup(_Widths())
-        hp = opt.hyperparam
-        sigma2 = opt.tau / (n * (hp.prior_precision * opt.tau / n +
-                                 hp.damping))
-        if opt.tau < 1:
-            assert 20 * sigma2 == pytest.approx(1.0, rel=1e-12)
-        else:
-            assert 20 * sigma2 < 1.0
+@pytest.mark.parametrize('n', [100, 3000, 100000])
+def test_derived_values_keep_flat_directions_within_the_noise_budget(n):
+    """With s = 0, the widest unit's input noise F sigma^2 is the budget (3)
+    when tau is tempered, and below it when tau = 1; the prior pulls the
+    mean with delta_t = 5e-4 either way."""
+    opt = chainer_vogn.VOGN(n).setup(_Widths())
+    delta_t = opt.tau * opt.prior_precision / n
+    sigma2 = opt.tau / (n * (0 + delta_t + opt.damping))  # the spec, s = 0
+    noise = 20 * sigma2
+    if opt.tau < 1:
+        assert noise == pytest.approx(3.0, rel=1e-5)
+    else:
+        assert noise < 3.0
+    assert opt.tau * opt.prior_precision / n == pytest.approx(5e-4)
 
 
-def test_given_tau_is_kept():
-    assert chainer_vogn.VOGN(100, tau=0.7).setup(_Widths()).tau == 0.7
+def test_given_values_are_kept():
+    opt = chainer_vogn.VOGN(100, tau=0.7, prior_precision=2.0).setup(
+        _Widths())
+    assert (opt.tau, opt.prior_precision) == (0.7, 2.0)
 
 
 def test_tau_of_lazy_links_is_derived_at_the_first_update():
     model = L.Classifier(L.Linear(None, 3))
     opt = chainer_vogn.VOGN(50).setup(model)
-    assert opt.tau is None
+    assert opt.tau is None and opt.prior_precision is None
     x = numpy.random.RandomState(0).randn(4, 30).astype(numpy.float32)
     opt.update(model, x, numpy.array([0, 1, 2, 0], numpy.int32))
-    assert opt.tau == pytest.approx(50 * 1e-3 / (30 - 1.0))
+    assert opt.tau == pytest.approx(3 * 50 * 1.5e-3 / 30)
 
 
 def test_tau_cannot_be_derived_without_damping():

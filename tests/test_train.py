@@ -101,9 +101,10 @@ def test_smoke_run_learns_and_writes_outputs(runs, opt):
     with open(os.path.join(folder, 'config.json')) as f:
         config = json.load(f)
     assert config['finished'] and config['optimizer'] == opt
-    if opt == 'vogn':  # derived: N gamma / (F - delta), MLP's widest F = 256
-        assert config['tau'] is None
-        assert config['tau_used'] == pytest.approx(1437 * 1e-3 / (256 - 50))
+    if opt == 'vogn':  # N gamma / (F / 3 - delta), the MLP's widest F = 256
+        assert config['tau'] is None and config['prior_precision'] == 50
+        assert config['tau_used'] == pytest.approx(1.437 / (256 / 3 - 50))
+        assert config['prior_precision_used'] == 50
     assert (config['processes'], config['sample_groups'],
             config['data_shards']) == (1, 1, 1)
     assert config['versions']['chainer'] == '7.8.1'
