@@ -10,7 +10,6 @@ training set (written as idx files into the output folder).
         --vary tau=1,0.3,0.1 --vary prior-precision=1,10,100 --out runs/sweep
 """
 import argparse
-import gzip
 import json
 import os
 import shutil
@@ -62,20 +61,15 @@ def subset(args):
     if os.path.isdir(folder):
         return folder
     source = args.data_dir or datasets.DEFAULT_DATA_DIR
-    os.makedirs(folder)
-    read = datasets._read_idx_set(datasets._idx_candidates([source]))
+    read = datasets.read_mnist_format(source)
     if read is None:
         raise SystemExit('--train-size needs MNIST-format files in ' + source)
     x, t, x_test, t_test = read
     keep = numpy.sort(numpy.random.RandomState(0).permutation(
         len(t))[:args.train_size])
-    for stem, array in zip(datasets._MNIST_FILES,
-                           (x[keep, 0], t[keep], x_test[:, 0], t_test)):
-        header = bytes([0, 0, 8, array.ndim]) + b''.join(
-            int(d).to_bytes(4, 'big') for d in array.shape)
-        with gzip.open(os.path.join(folder, stem + '.gz'), 'wb') as f:
-            f.write(header + numpy.ascontiguousarray(
-                array, numpy.uint8).tobytes())
+    os.makedirs(folder)
+    datasets.write_mnist_format(folder, x[keep, 0], t[keep], x_test[:, 0],
+                                t_test)
     return folder
 
 

@@ -226,6 +226,23 @@ def _idx_candidates(folders):
              for suffix in ('.gz', '')] for stem in _MNIST_FILES]
 
 
+def read_mnist_format(folder):
+    """(x_train, t_train, x_test, t_test) of the MNIST-format files in
+    ``folder`` (MNIST, Fashion-MNIST), or None if one of them is missing."""
+    return _read_idx_set(_idx_candidates([folder]))
+
+
+def write_mnist_format(folder, x_train, t_train, x_test, t_test):
+    """Write four MNIST-format files (gzipped idx) into ``folder``: uint8
+    images (N, 28, 28) and labels (N,)."""
+    for stem, array in zip(_MNIST_FILES, (x_train, t_train, x_test, t_test)):
+        array = numpy.ascontiguousarray(array, numpy.uint8)
+        header = bytes([0, 0, 8, array.ndim]) + b''.join(
+            int(d).to_bytes(4, 'big') for d in array.shape)
+        with gzip.open(os.path.join(folder, stem + '.gz'), 'wb') as f:
+            f.write(header + array.tobytes())
+
+
 def _read_idx_set(idx_paths):
     """The four arrays of an MNIST-format set, or None if a file is missing."""
     found = [[p for p in candidates if os.path.isfile(p)]

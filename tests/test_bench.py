@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy
 from chainer.backends import cuda
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,3 +70,32 @@ def test_kernel_skips_without_a_gpu(tmp_path):
     for dtype in ('float32', 'float64'):
         for name in ('copy', 'update'):
             assert _positive(data['results'][dtype][name]['bytes_per_s'])
+
+
+def test_tuning_sweep_trains_evaluates_and_tabulates(tmp_path):
+    """One VOGN setting and one baseline on a 300-image subset of fabricated
+    MNIST-format files: the subset is written, every run is scored."""
+    from chainer_vogn import datasets
+    rng = numpy.random.RandomState(0)
+    source = tmp_path / 'source'
+    source.mkdir()
+    datasets.write_mnist_format(
+        str(source), rng.randint(0, 256, (400, 28, 28)),
+        numpy.arange(400) % 10, rng.randint(0, 256, (50, 28, 28)),
+        numpy.arange(50) % 10)
+    out = tmp_path / 'sweep'
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'bench', 'tuning_sweep.py'),
+         '--dataset', 'mnist', '--arch', 'mlp', '--data-dir', str(source),
+         '--train-size', '300', '--epochs', '1', '--vary', 'lr=3e-3',
+         '--baselines', 'adam', '--mc-samples', '2', '--out', str(out)],
+        capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split('|')[1].strip() for line in proc.stdout.splitlines()
+            if line.startswith('| ') and not line.startswith('| run')]
+    assert rows == ['vogn-base', 'vogn-lr=3e-3', 'adam']
+    subset = datasets.read_mnist_format(str(out / 'data-300'))
+    assert len(subset[1]) == 300 and len(subset[3]) == 50
+    config = json.load(open(str(out / 'vogn-lr=3e-3-seed0' /
+                                'config.json')))
+    assert config['lr'] == 3e-3 and config['dataset_info']['n_train'] == 300
