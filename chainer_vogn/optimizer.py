@@ -49,7 +49,7 @@ POINT_ESTIMATE_LINKS = (L.BatchNormalization,)
 NOISE_BUDGET = 3.0
 #: The prior's pull on the mean, delta_t = tau delta / N_eff, when the prior
 #: precision is derived: a weight decay of this size (see derive_defaults).
-PRIOR_PULL = 5e-4
+PRIOR_PULL = 1e-4
 
 
 def widest_fan_in(link):
