@@ -215,7 +215,9 @@ def run(args):
 _SERIES_NAMES = {'main/loss': 'training loss',
                  'validation/main/loss': 'test loss (mean weights)',
                  'main/accuracy': 'training accuracy',
-                 'validation/main/accuracy': 'test accuracy (mean weights)'}
+                 'validation/main/accuracy': 'test accuracy (mean weights)',
+                 validation.NLL: 'test NLL (predictive)',
+                 validation.ACCURACY: 'test accuracy (predictive)'}
 
 
 class PlainConsole(object):
@@ -261,22 +263,23 @@ def _label_plot(ylabel, log_scale):
 def _add_reports(trainer, args):
     console = PlainConsole(sys.stdout)
     trainer.extend(extensions.LogReport(trigger=(1, 'epoch')))
-    predictive_keys = []
+    accuracy_keys, nll_keys = [], []
     if args.val_samples and \
             experiment.optimizer_spec(args.optimizer).sampling != 'point':
-        predictive_keys = [validation.ACCURACY, validation.NLL]
+        accuracy_keys, nll_keys = [validation.ACCURACY], [validation.NLL]
     trainer.extend(extensions.PrintReport(
         ['epoch', 'iteration', 'main/loss', 'main/accuracy',
          'validation/main/loss', 'validation/main/accuracy'] +
-        predictive_keys + ['elapsed_time'], out=console))
+        accuracy_keys + nll_keys + ['elapsed_time'], out=console))
     if args.progress and console.is_terminal:
         trainer.extend(extensions.ProgressBar(update_interval=10))
     if extensions.PlotReport.available():
         trainer.extend(extensions.PlotReport(
-            ['main/loss', 'validation/main/loss'], 'epoch',
+            ['main/loss', 'validation/main/loss'] + nll_keys, 'epoch',
             file_name='loss.png',
             postprocess=_label_plot('loss (nats, log scale)', True)))
         trainer.extend(extensions.PlotReport(
-            ['main/accuracy', 'validation/main/accuracy'], 'epoch',
+            ['main/accuracy', 'validation/main/accuracy'] + accuracy_keys,
+            'epoch',
             file_name='accuracy.png',
             postprocess=_label_plot('accuracy', False)))
