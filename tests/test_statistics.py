@@ -22,7 +22,7 @@ def _data(n, seed=0):
 def _fit(x, t, steps, prior_precision=1.0, seed=0):
     model = L.Linear(D, 1, nobias=True, initialW=numpy.zeros((1, D)))
     model.W.array = model.W.array.astype(numpy.float64)
-    opt = chainer_vogn.VOGN(len(x), lr=0.1, beta1=0.9, beta2=0.99,
+    opt = chainer_vogn.VOGN(len(x), lr=0.1, beta1=0.9, beta2=0.99, tau=1.0,
                             prior_precision=prior_precision, damping=0.0,
                             seed=seed).setup(model)
 
