@@ -16,9 +16,9 @@ cd "$(dirname "$0")/.."
 
 OUT=${OUT:-demo-output}       # runs in $OUT/{vogn,adam,mcdropout}, report in $OUT/report
 EPOCHS=${EPOCHS:-10}
-# VOGN's step size and prior for the small digits MLP (tuned on digits by a
-# short sweep: lr 1e-2 with prior precision 10 trained best of 1e-3/1e-2 x 10/100).
-VOGN_OPTIONS=${VOGN_OPTIONS:---lr 1e-2 --prior-precision 10}
+# More train.py options for VOGN; none: its defaults, with tau and the prior
+# precision derived from the data set size and the model (docs/tuning.md).
+VOGN_OPTIONS=${VOGN_OPTIONS:-}
 NP=${NP:-2}                   # VOGN processes P = S x D
 SAMPLES=${SAMPLES:-$NP}       # VOGN sample groups S
 DEVICE=${DEVICE:--1}          # -1: CPU; d >= 0: rank r uses GPU d + r
@@ -70,7 +70,7 @@ train() {  # train OPTIMIZER PROCESSES [more train.py options]
 }
 
 read -r -a vogn_options <<<"$VOGN_OPTIONS"
-train vogn "$NP" --samples "$SAMPLES" "${vogn_options[@]}"
+train vogn "$NP" --samples "$SAMPLES" ${vogn_options[@]+"${vogn_options[@]}"}
 # The baselines on D = P / S processes: the same examples per step as VOGN.
 train adam $((NP / SAMPLES))
 train mcdropout $((NP / SAMPLES))
