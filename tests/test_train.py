@@ -255,8 +255,9 @@ def test_captured_output_has_no_escape_codes(tmp_path):
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert '\x1b' not in result.stdout + result.stderr
-    assert result.stdout.splitlines()[0].split()[:3] == \
-        ['epoch', 'iteration', 'main/loss']
+    derived, header = result.stdout.splitlines()[:2]
+    assert derived.startswith('VOGN: tau = ')  # the derived defaults
+    assert header.split()[:3] == ['epoch', 'iteration', 'main/loss']
 
 
 class Terminal(io.StringIO):
