@@ -4,9 +4,9 @@ import uuid
 
 
 def atomic_write(path, write, binary=False):
-    """Call ``write(f)`` on a temporary file next to ``path``, then move it
-    over ``path``; on error the temporary file is removed and ``path`` is
-    left untouched.  Returns ``path``."""
+    """Call ``write(f)`` on a temporary file next to ``path``, sync it to
+    the disk, then move it over ``path``; on error the temporary file is
+    removed and ``path`` is left untouched.  Returns ``path``."""
     folder, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, '.%s.%s.tmp' % (base, uuid.uuid4().hex))
     # os.open honours the umask, unlike tempfile (always 0600).
@@ -25,4 +25,16 @@ def atomic_write(path, write, binary=False):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _sync_folder(folder)
     return path
+
+
+def _sync_folder(folder):
+    """Make a rename in ``folder`` durable (it lives in the folder's entry)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a folder; the rename stands
+    finally:
+        os.close(fd)

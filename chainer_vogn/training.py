@@ -7,7 +7,6 @@ the shard of its data communicator; rank 0 alone prints, plots and writes
 (``snapshot_rank<r>_epoch<e>.npz``: weights, optimizer state, iterator
 position and random states), so ``--resume`` continues exactly.
 """
-import glob
 import math
 import os
 import re
@@ -16,26 +15,17 @@ import sys
 import numpy
 
 import chainer
-from chainer import serializers
 from chainer import training
 from chainer.training import extensions
 from chainer.training import triggers
 import chainermn
 
+from chainer_vogn import checkpoint
 from chainer_vogn import datasets
 from chainer_vogn import distributed
 from chainer_vogn import experiment
 from chainer_vogn import posterior
 from chainer_vogn import validation
-from chainer_vogn.experiment import RunError
-
-_SNAPSHOT = 'snapshot_rank{rank}_epoch{{.updater.epoch}}.npz'
-_SNAPSHOT_RE = re.compile(r'snapshot_rank(\d+)_epoch(\d+)\.npz$')
-
-
-def snapshot_path(folder, rank, epoch):
-    return os.path.join(folder, 'snapshot_rank{}_epoch{}.npz'.format(
-        rank, epoch))
 
 
 class Updater(training.updaters.StandardUpdater):
@@ -82,26 +72,6 @@ class CheckFinite(training.Extension):
                                 trainer.updater.epoch))
 
 
-def find_resume_epoch(folder, comm):
-    """The newest epoch whose snapshot every rank has (None if there is none)."""
-    epochs = set()
-    for path in glob.glob(os.path.join(folder, 'snapshot_rank*_epoch*.npz')):
-        match = _SNAPSHOT_RE.search(path)
-        if match and int(match.group(1)) == comm.rank:
-            epochs.add(int(match.group(2)))
-    common = set.intersection(*comm.mpi_comm.allgather(epochs))
-    return max(common) if common else None
-
-
-def check_output_folder(args, comm):
-    taken = [name for name in ('model.npz', 'snapshot_rank0_epoch*.npz')
-             if glob.glob(os.path.join(args.out, name))]
-    if taken and not args.resume:
-        raise RunError(
-            '--out {} already holds a run ({}); pass --resume to continue it '
-            'or choose another --out'.format(args.out, ', '.join(taken)))
-
-
 def config_record(args, comm, optimizer, info):
     record = dict(vars(args))
     record.update(
@@ -117,11 +87,14 @@ def config_record(args, comm, optimizer, info):
 
 
 def run(args):
-    """Train as train.py does; returns the trainer (for tests)."""
+    """Train as train.py does; returns the trainer (for tests), or None
+    when the run in ``args.out`` had finished already."""
     distributed.abort_on_uncaught_exception()
     comm = distributed.create_communicator(args.communicator, args.device)
     layout = distributed.Layout(comm.size, comm.rank, args.samples)
-    check_output_folder(args, comm)
+    plan = checkpoint.plan(args, comm)
+    if plan.finished:
+        return None
     device = experiment.select_device(args.device, comm.mpi_comm)
     spec = experiment.OPTIMIZERS[args.optimizer]
 
@@ -168,10 +141,8 @@ def run(args):
                                                    args.lr_decay),
                        trigger=triggers.ManualScheduleTrigger(
                            args.lr_milestones, 'epoch'))
-    trainer.extend(
-        extensions.snapshot(filename=_SNAPSHOT.format(rank=comm.rank),
-                            n_retains=2),
-        trigger=(args.snapshot_interval, 'epoch'))
+    trainer.extend(checkpoint.Snapshot(comm, args.out),
+                   trigger=(args.snapshot_interval, 'epoch'))
     if comm.rank == 0:
         _add_reports(trainer, args)
 
@@ -183,16 +154,7 @@ def run(args):
               'the training set size, the damping and the widest unit where '
               'not given; see docs/tuning.md)'.format(
                   record['tau_used'], record['prior_precision_used']))
-    if comm.rank == 0:
-        experiment.write_json(os.path.join(args.out, 'config.json'), record)
-    if args.resume:
-        epoch = find_resume_epoch(args.out, comm)
-        if epoch is not None:
-            serializers.load_npz(snapshot_path(args.out, comm.rank, epoch),
-                                 trainer)
-        if comm.rank == 0:
-            print('resuming from epoch {}'.format(epoch) if epoch else
-                  'no snapshot in {}: starting afresh'.format(args.out))
+    plan.start(trainer, comm, record)
     trainer.run(show_loop_exception_msg=False)
 
     if comm.rank == 0:
