@@ -679,8 +679,9 @@ def build_parser():
     add(g, '--communicator', 'ChainerMN communicator (pure_nccl or flat for '
         'GPUs)', metavar=choices('communicator'))
     add(g, '--out', 'output folder')
-    add(g, '--resume', 'continue from the newest snapshot in --out (start '
-        'afresh when there is none)')
+    add(g, '--resume', 'continue the run in --out from the newest snapshot '
+        'every rank can read; refused when its layout or results-deciding '
+        'options differ (docs/resuming.md)')
     add(g, '--snapshot-interval', 'epochs between snapshots',
         metavar='EPOCHS')
     add(g, '--eval-batchsize', 'minibatch size of the test-set evaluation '

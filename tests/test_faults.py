@@ -1,0 +1,286 @@
+"""Faults around resuming: kills at any point, damaged snapshots, other
+layouts and edited options.  A run must either continue to the result an
+uninterrupted run gets, or stop with one message and leave every file of
+the run as it was.
+
+Small and fast on purpose: digits, the MLP, three epochs, two processes.
+"""
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy
+import pytest
+
+import chainer_vogn
+from chainer_vogn import checkpoint
+from chainer_vogn import experiment
+from chainer_vogn import training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(REPO, 'train.py')
+FAULT_WORKER = os.path.join(REPO, 'tests', 'fault_worker.py')
+OPTIONS = ['--dataset', 'digits', '--arch', 'mlp', '--no-progress',
+           '--prior-precision', '50']
+#: The reference run under mpiexec: P = 2 processes, S = 2 sample groups.
+MPI_RUN = OPTIONS + ['--samples', '2', '--epochs', '3']
+SOLO_RUN = OPTIONS + ['--epochs', '2']
+
+
+def _run(command, **kwargs):
+    return subprocess.run(command, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def _contents(folder):
+    """{file name: sha256} of everything in ``folder``."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, 'rb') as f:
+                out[os.path.relpath(path, folder)] = hashlib.sha256(
+                    f.read()).hexdigest()
+    return out
+
+
+def _posterior(folder):
+    post = chainer_vogn.load_posterior(os.path.join(folder, 'model.npz'))
+    return post.mu, post.sigma
+
+
+def _assert_same_model(folder, reference):
+    (mu_a, sigma_a), (mu_b, sigma_b) = _posterior(reference), \
+        _posterior(folder)
+    assert sorted(mu_a) == sorted(mu_b)
+    for name in mu_a:
+        numpy.testing.assert_array_equal(mu_a[name], mu_b[name], name)
+        numpy.testing.assert_array_equal(sigma_a[name], sigma_b[name], name)
+
+
+def _assert_no_litter(folder):
+    litter = [n for n in os.listdir(folder)
+              if n.endswith('.tmp') or n.startswith('tmpsnapshot')]
+    assert not litter
+
+
+@pytest.fixture(scope='module')
+def mpi_reference(tmp_path_factory, request):
+    """An uninterrupted, finished P = 2, S = 2 run."""
+    from conftest import mpiexec_command
+    folder = str(tmp_path_factory.mktemp('faults') / 'reference')
+    result = _run(mpiexec_command(2) + [TRAIN] + MPI_RUN + ['--out', folder])
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.fixture(scope='module')
+def solo_reference(tmp_path_factory):
+    """A finished one-process run."""
+    folder = str(tmp_path_factory.mktemp('faults') / 'solo')
+    result = _run([sys.executable, TRAIN] + SOLO_RUN + ['--out', folder])
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """training.run in this process, without MPI's abort on errors."""
+    monkeypatch.setattr(training.distributed, 'abort_on_uncaught_exception',
+                        lambda: None)
+    return lambda argv: training.run(experiment.parse_args(argv))
+
+
+def _copy(folder, tmp_path):
+    return shutil.copytree(folder, str(tmp_path / 'run'))
+
+
+# Kills: the resumed run ends exactly where the uninterrupted one did
+
+def _kill_job(proc):
+    """SIGKILL mpiexec and its ranks, as a scheduler's walltime does."""
+    ranks = [int(pid) for pid in os.listdir('/proc') if pid.isdigit()
+             and _parent(pid) == proc.pid]
+    for pid in [proc.pid] + ranks:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+def _parent(pid):
+    try:
+        with open('/proc/{}/stat'.format(pid)) as f:
+            return int(f.read().rsplit(')', 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@pytest.mark.parametrize('fault', [
+    'snapshot_rank1_epoch2.npz:1',    # rank 1 dies writing a snapshot
+    'config.json:1',                  # rank 0 dies writing the first record
+    'model.npz:1',                    # ... writing the model at the end
+    'config.json:2',                  # ... writing the final record
+])
+def test_killed_while_writing_then_resumed_equals_uninterrupted(
+        mpiexec, mpi_reference, tmp_path, fault):
+    folder = str(tmp_path / 'run')
+    killed = _run(mpiexec(2) + [FAULT_WORKER] + MPI_RUN + ['--out', folder],
+                  env=dict(os.environ, FAULT=fault))
+    assert killed.returncode != 0, 'the fault did not happen: ' + fault
+    assert any(n.endswith('.tmp') for n in os.listdir(folder))
+    os.mkdir(os.path.join(folder, 'tmpsnapshot_rank0_epoch1.npzabc'))
+
+    result = _run(mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder,
+                                                     '--resume'])
+    assert result.returncode == 0, result.stderr
+    _assert_same_model(folder, mpi_reference)
+    with open(os.path.join(folder, 'config.json')) as f:
+        assert json.load(f)['finished']
+    _assert_no_litter(folder)
+
+
+def test_killed_at_a_random_time_then_resumed_equals_uninterrupted(
+        mpiexec, mpi_reference, tmp_path):
+    seed = random.randrange(10 ** 6)
+    folder = str(tmp_path / 'run')
+    proc = subprocess.Popen(mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first = os.path.join(folder, 'snapshot_rank0_epoch1.npz')
+    deadline = time.time() + 120
+    while not os.path.exists(first) and proc.poll() is None and \
+            time.time() < deadline:
+        time.sleep(0.005)
+    time.sleep(random.Random(seed).uniform(0, 1.5))
+    _kill_job(proc)
+
+    result = _run(mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder,
+                                                     '--resume'])
+    assert result.returncode == 0, 'seed {}: {}'.format(seed, result.stderr)
+    _assert_same_model(folder, mpi_reference)
+    _assert_no_litter(folder)
+
+
+def test_damaged_newest_snapshot_falls_back_to_the_epoch_before(
+        mpiexec, mpi_reference, tmp_path):
+    """Rank 1 dies writing epoch 3 and its epoch-2 file is truncated: epoch
+    1 must still be on disk on both ranks, and the run continues from it."""
+    folder = str(tmp_path / 'run')
+    killed = _run(mpiexec(2) + [FAULT_WORKER] + MPI_RUN + ['--out', folder],
+                  env=dict(os.environ, FAULT='snapshot_rank1_epoch3.npz:1'))
+    assert killed.returncode != 0
+    damaged = checkpoint.snapshot_path(folder, 1, 2)
+    with open(damaged, 'r+b') as f:
+        f.truncate(1000)
+
+    result = _run(mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder,
+                                                     '--resume'])
+    assert result.returncode == 0, result.stderr
+    assert damaged + ' is damaged' in result.stderr
+    assert 'resuming from epoch 1' in result.stdout
+    _assert_same_model(folder, mpi_reference)
+
+
+# Refusals: one message, and not one file of the run changed
+
+@pytest.mark.parametrize('processes, options, message', [
+    (4, ['--samples', '2'], "processes (mpiexec -n) 2 -> 4"),
+    (2, ['--samples', '1'], "--samples 2 -> 1"),
+    (1, ['--samples', '1'], "processes (mpiexec -n) 2 -> 1"),
+])
+def test_other_layout_is_refused_and_changes_nothing(
+        mpiexec, mpi_reference, tmp_path, processes, options, message):
+    folder = _copy(mpi_reference, tmp_path)
+    before = _contents(folder)
+    result = _run(mpiexec(processes) + [TRAIN] + MPI_RUN + options + [
+        '--out', folder, '--resume', '--epochs', '6'])
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert 'Traceback' not in result.stderr
+    assert _contents(folder) == before
+
+
+def test_rank_without_snapshots_is_an_error_not_a_fresh_start(
+        mpiexec, mpi_reference, tmp_path):
+    folder = _copy(mpi_reference, tmp_path)
+    for epoch in (2, 3):
+        os.remove(checkpoint.snapshot_path(folder, 1, epoch))
+    before = _contents(folder)
+    result = _run(mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder,
+                                                     '--resume', '--epochs',
+                                                     '4'])
+    assert result.returncode != 0
+    assert 'ranks [1] have no snapshot' in result.stderr
+    assert _contents(folder) == before
+
+
+def test_edited_options_are_all_named_and_change_nothing(
+        solo_reference, tmp_path, in_process):
+    folder = _copy(solo_reference, tmp_path)
+    before = _contents(folder)
+    with pytest.raises(experiment.RunError) as error:
+        in_process(SOLO_RUN + ['--out', folder, '--resume', '--classes',
+                               '0-4', '--lr', '0.5', '--epochs', '5'])
+    message = str(error.value)
+    assert "--classes None -> '0-4'" in message
+    assert '--lr 0.001 -> 0.5' in message
+    assert '--epochs' not in message.split('only')[0]
+    assert _contents(folder) == before
+
+
+@pytest.mark.parametrize('epochs', ['2', '1'])
+def test_finished_run_says_so_and_changes_nothing(
+        solo_reference, tmp_path, in_process, capsys, epochs):
+    folder = _copy(solo_reference, tmp_path)
+    before = _contents(folder)
+    argv = list(SOLO_RUN)
+    argv[argv.index('--epochs') + 1] = epochs
+    assert in_process(argv + ['--out', folder, '--resume']) is None
+    assert 'already finished its 2 epochs' in capsys.readouterr().out
+    assert _contents(folder) == before
+
+
+def test_no_readable_snapshot_anywhere_is_refused(
+        solo_reference, tmp_path, in_process):
+    folder = _copy(solo_reference, tmp_path)
+    for epoch in (1, 2):
+        with open(checkpoint.snapshot_path(folder, 0, epoch), 'r+b') as f:
+            f.truncate(100)
+    before = _contents(folder)
+    with pytest.raises(experiment.RunError, match='no epoch whose snapshot '
+                       'every rank has and can read.*epoch2.npz is damaged'):
+        in_process(SOLO_RUN[:-1] + ['4', '--out', folder, '--resume'])
+    assert _contents(folder) == before
+
+
+def test_unreadable_record_is_refused(solo_reference, tmp_path, in_process):
+    folder = _copy(solo_reference, tmp_path)
+    with open(os.path.join(folder, 'config.json'), 'w') as f:
+        f.write('{"optimizer": ')
+    before = _contents(folder)
+    with pytest.raises(experiment.RunError, match='config.json'):
+        in_process(SOLO_RUN + ['--out', folder, '--resume'])
+    assert _contents(folder) == before
+
+
+def test_longer_run_continues_from_the_finished_one(
+        solo_reference, tmp_path, in_process):
+    """--epochs may grow on resume: 2 + 1 epochs equal 3 epochs at once."""
+    folder = _copy(solo_reference, tmp_path)
+    longer = SOLO_RUN[:-1] + ['3']
+    in_process(longer + ['--out', folder, '--resume'])
+    whole = str(tmp_path / 'whole')
+    in_process(longer + ['--out', whole])
+    _assert_same_model(folder, whole)
+    assert [e['epoch'] for e in json.load(open(os.path.join(
+        folder, 'log')))] == [1, 2, 3]
+    # Retention keeps the two newest epochs.
+    assert checkpoint.find_snapshots(folder) == {0: [2, 3]}
