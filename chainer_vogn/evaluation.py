@@ -5,6 +5,8 @@ The predictive of each run is :func:`chainer_vogn.predictive.predict`, the
 core :func:`chainer_vogn.predict` uses too.
 """
 import os
+import sys
+import tempfile
 import time
 
 import numpy
@@ -60,6 +62,32 @@ def run_names(paths, names=None):
     return result
 
 
+def check_writable(folder):
+    """Check, before any sample is computed, that the report can be written
+    into ``folder`` (or that the folder can be made), leaving no trace."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        if not os.path.isdir(existing):
+            raise NotADirectoryError('{} is not a folder'.format(existing))
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise RunError('--out {}: cannot write the report there ({}); choose '
+                       'a writable folder'.format(folder, e))
+
+
+def warn_if_data_differ(runs):
+    """Say so when the runs were tested on different data: their numbers
+    then do not compare."""
+    if len({run.data for run in runs}) > 1:
+        sys.stderr.write(
+            'warning: the runs were tested on different data ({}); their '
+            'metrics do not compare\n'.format(', '.join(
+                '{}: {}'.format(run.name, run.data) for run in runs)))
+
+
 def _report_entry(run, pred, ood_pred, labels, n_samples, n_bins):
     """The run dict of :func:`chainer_vogn.report.write_report`."""
     probs = pred.probs
@@ -72,7 +100,7 @@ def _report_entry(run, pred, ood_pred, labels, n_samples, n_bins):
     wrong = probs.argmax(axis=1) != labels
     entry = {
         'name': run.name,
-        'optimizer': run.spec.label,
+        'optimizer': run.spec.label, 'data': run.data,
         'metrics': found, 'probs': probs, 'labels': labels,
         'calibration': metrics.calibration(probs, labels, n_bins),
         'roc_misclassification': None, 'entropy_in': entropy,
@@ -130,6 +158,9 @@ def evaluate(args):
             for path, name in zip(args.runs, names)]
     for run in runs:
         ood_module.check_ood(ood, run.args, run.name)
+    if root:
+        check_writable(args.out)
+        warn_if_data_differ(runs)
     device = experiment.select_device(args.device, comm)
 
     entries, used, gallery = [], {}, None

@@ -84,12 +84,16 @@ class Run(object):
         """The data set's class of each output of the model."""
         return self.info.get('classes') or list(range(self.info['n_classes']))
 
-    def describe(self):
+    @property
+    def data(self):
+        """The data set and classes the run was trained and is tested on."""
         classes = ' classes {}'.format(self.args.classes) \
             if self.args.classes else ''
-        return '{} {} on {}{}'.format(
-            self.spec.label, self.args.arch,
-            self.args.dataset, classes)
+        return self.args.dataset + classes
+
+    def describe(self):
+        return '{} {} on {}'.format(self.spec.label, self.args.arch,
+                                    self.data)
 
     def build_model(self, info):
         """The run's L.Classifier holding its mean weights."""

@@ -22,6 +22,11 @@ from chainer_vogn.files import atomic_write
 DPI = 120
 _REQUIRED = ('name', 'optimizer', 'metrics', 'probs', 'labels',
              'calibration', 'roc_misclassification', 'entropy_in')
+#: Every file write_report may write.  It removes those of an earlier report
+#: in the same folder that it does not write again, and no other file.
+REPORT_FILES = ('report.json', 'report.csv', 'report.md', 'roc_ood.png',
+                'roc_misclassification.png', 'reliability.png',
+                'entropy_hist.png', 'gallery.png', 'predictions.npz')
 
 
 def _plain(x):
@@ -234,14 +239,14 @@ def _with_count(value, count):
 
 
 def _markdown(runs, conventions, meta):
-    head = ('| Run | Optimizer | Accuracy (%) ↑ | NLL ↓ | ECE ↓ '
+    head = ('| Run | Optimizer | Data | Accuracy (%) ↑ | NLL ↓ | ECE ↓ '
             '| AUROC (OOD) ↑ | AUROC (misclassification) ↑ | Brier ↓ |')
-    lines = [head, '|' + '---|' * 8]
+    lines = [head, '|' + '---|' * 9]
     for run in runs:
         m = run['metrics']
         wrong = int(np.sum(np.argmax(run['probs'], axis=1) !=
                            np.asarray(run['labels'])))
-        cells = [run['name'], run['optimizer'],
+        cells = [run['name'], run['optimizer'], run.get('data') or '-',
                  format_value(m.get('accuracy'), '.2f', 100.0),
                  format_value(m.get('nll'), '.3f'),
                  format_value(m.get('ece'), '.3f'),
@@ -277,14 +282,17 @@ def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
     :func:`metrics.summarize`), ``probs``, ``labels``, ``calibration`` (from
     :func:`metrics.calibration`), ``roc_misclassification`` ((fpr, tpr) or
     None), ``entropy_in`` and optionally ``ood_probs``, ``roc_ood``,
-    ``entropy_ood``.  ``conventions`` extends or overrides
-    :data:`metrics.CONVENTIONS`; ``meta`` (T, seeds, sizes, ...) is copied
-    into report.json and report.md.  ``gallery``, when given, draws
+    ``entropy_ood`` and ``data`` (its data set and classes).
+    ``conventions`` extends or overrides :data:`metrics.CONVENTIONS`;
+    ``meta`` (T, seeds, sizes, ...) is copied into report.json and
+    report.md.  ``gallery``, when given, draws
     gallery.png: a dict of the runs' common test ``images`` (N, C, H, W) on
     the [0, 1] scale, their ``labels``, ``class_names`` and optionally
     ``ood_images`` (the rows of every run's ``ood_probs``).  Returns {kind:
     path} of what was written; the ROC figures are skipped when no run has
-    that curve.
+    that curve.  Files of :data:`REPORT_FILES` in ``out_dir`` that this
+    report does not write are removed, so no figure of an earlier report
+    is left.
     """
     _check_runs(runs)
     conv = dict(metrics.CONVENTIONS)
@@ -303,7 +311,7 @@ def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
         'meta': meta,
         'metric_names': columns,
         'runs': [{'name': run['name'], 'optimizer': run['optimizer'],
-                  'metrics': run['metrics'],
+                  'data': run.get('data'), 'metrics': run['metrics'],
                   'calibration': run['calibration']} for run in runs],
     }
     written['json'] = atomic_write(
@@ -312,13 +320,14 @@ def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
 
     def write_csv(f):
         w = csv.writer(f, lineterminator='\n')
-        w.writerow(['name', 'optimizer'] + columns)
+        w.writerow(['name', 'optimizer', 'data'] + columns)
         for run in runs:
             row = []
             for k in columns:
                 v = _plain(run['metrics'].get(k))
                 row.append('' if v is None else v)
-            w.writerow([run['name'], run['optimizer']] + row)
+            w.writerow([run['name'], run['optimizer'],
+                        run.get('data') or ''] + row)
     written['csv'] = atomic_write(path('report.csv'), write_csv)
 
     text = _markdown(runs, conv, meta)
@@ -353,4 +362,8 @@ def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
     written['predictions'] = atomic_write(
         path('predictions.npz'), lambda f: f.write(buf.getvalue()),
         binary=True)
+    kept = {os.path.basename(p) for p in written.values()}
+    for name in REPORT_FILES:
+        if name not in kept and os.path.exists(path(name)):
+            os.remove(path(name))
     return written

@@ -179,6 +179,43 @@ def test_errors_are_one_clear_line(runs, tmp_path, make, message):
     assert not os.path.exists(str(tmp_path / 'r'))
 
 
+def test_unwritable_out_is_refused_before_computing(runs, tmp_path):
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    result = evaluate([sys.executable], runs[:1] + [
+        '--out', str(blocker / 'report')])
+    assert result.returncode == 1
+    assert re.fullmatch('evaluate.py: error: --out .*file/report: cannot '
+                        'write the report there .*\n', result.stderr), \
+        result.stderr
+    assert '[1/1]' not in result.stdout  # nothing was computed
+
+
+def test_report_names_the_data_and_replaces_an_earlier_one(runs, single,
+                                                            tmp_path):
+    """Into the folder of a report with OOD curves goes one without: the
+    old curves go, other files stay; runs on other data are flagged."""
+    other = str(tmp_path / 'all-digits')
+    trained = subprocess.run(
+        [sys.executable, TRAIN, '--optimizer', 'adam', '--dataset', 'digits',
+         '--epochs', '1', '--no-progress', '--out', other],
+        capture_output=True, text=True, timeout=240)
+    assert trained.returncode == 0, trained.stderr
+    out = shutil.copytree(single[0], str(tmp_path / 'report'))
+    with open(os.path.join(out, 'notes.txt'), 'w') as f:
+        f.write('mine')
+    result = evaluate([sys.executable], [runs[1], other, '--out', out])
+    assert result.returncode == 0, result.stderr
+    assert 'warning: the runs were tested on different data (adam: digits ' \
+        'classes 0-4, all-digits: digits)' in result.stderr
+    with open(os.path.join(out, 'report.csv')) as f:
+        rows = list(csv.DictReader(f))
+    assert [r['data'] for r in rows] == ['digits classes 0-4', 'digits']
+    # No OOD curve and no gallery (the runs' test images differ) this time.
+    assert sorted(os.listdir(out)) == sorted(
+        set(FILES) - {'roc_ood.png', 'gallery.png'} | {'notes.txt'})
+
+
 @pytest.mark.parametrize('option,message', [
     (['--mc-samples', '0'], r'T \(--mc-samples\) must be >= 1, got 0'),
     (['--ood', 'holdout:9-5'], 'bad class list'),

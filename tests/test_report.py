@@ -90,7 +90,8 @@ def test_write_report_writes_everything(runs, tmp_path):
 
     with open(out / 'report.csv', newline='') as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ['name', 'optimizer'] + list(metrics.METRIC_NAMES)
+    assert rows[0] == ['name', 'optimizer', 'data'] + \
+        list(metrics.METRIC_NAMES)
     assert [r[0] for r in rows[1:]] == ['vogn', 'adam', 'mc-dropout']
     col = rows[0].index('accuracy')
     for run, row in zip(runs, rows[1:]):
@@ -131,6 +132,16 @@ def test_no_ood_figure_without_ood_data(runs, tmp_path):
     assert not (tmp_path / 'roc_ood.png').exists()
     assert (tmp_path / 'roc_misclassification.png').exists()
     assert (tmp_path / 'entropy_hist.png').exists()
+
+
+def test_new_report_leaves_no_file_of_an_earlier_one(runs, tmp_path):
+    report.write_report(runs, str(tmp_path))
+    assert (tmp_path / 'roc_ood.png').exists()
+    (tmp_path / 'notes.txt').write_text('mine')
+    written = report.write_report(runs[2:], str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [os.path.basename(p) for p in written.values()] + ['notes.txt'])
+    assert 'roc_ood.png' not in os.listdir(tmp_path)
 
 
 def test_failed_write_keeps_the_old_report(runs, tmp_path, monkeypatch):
