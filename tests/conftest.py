@@ -10,8 +10,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Test files that run the project's scripts (train.py, evaluate.py, the job
 #: scripts, bench/) as a user would: marked ``e2e``.
-E2E_FILES = {'test_train.py', 'test_evaluate.py', 'test_jobscripts.py',
-             'test_bench.py', 'test_readme.py', 'test_install.py'}
+E2E_FILES = {'test_train.py', 'test_evaluate.py', 'test_faults.py',
+             'test_jobscripts.py', 'test_bench.py', 'test_readme.py',
+             'test_install.py'}
 #: Test files whose every test starts MPI processes: marked ``mpi`` (as is
 #: any test that uses the ``mpiexec`` fixture).
 MPI_FILES = {'test_distributed.py'}
