@@ -37,7 +37,8 @@ from chainer_vogn.files import atomic_write
 #: processes, must be the recorded one.
 MAY_CHANGE_ON_RESUME = ('allow_download', 'communicator', 'config',
                         'data_dir', 'device', 'epochs', 'eval_batchsize',
-                        'out', 'progress', 'resume', 'snapshot_interval')
+                        'out', 'progress', 'resume', 'snapshot_interval',
+                        'val_samples')
 
 #: Entries of config.json that depend on the data read, checked once the
 #: data is loaded (another --data-dir must hold the same data).
