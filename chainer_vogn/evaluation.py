@@ -4,6 +4,7 @@ on its test set (and an out-of-distribution set), the metrics, the report.
 The predictive of each run is :func:`chainer_vogn.predictive.predict`, the
 core :func:`chainer_vogn.predict` uses too.
 """
+import errno
 import os
 import sys
 import tempfile
@@ -70,7 +71,8 @@ def check_writable(folder):
         existing = os.path.dirname(existing)
     try:
         if not os.path.isdir(existing):
-            raise NotADirectoryError('{} is not a folder'.format(existing))
+            raise NotADirectoryError(errno.ENOTDIR,
+                                     os.strerror(errno.ENOTDIR), existing)
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
