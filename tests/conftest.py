@@ -1,6 +1,7 @@
 import os
 import shutil
 import sys
+import time
 
 import chainer_vogn  # NOQA: makes chainer importable on every supported stack
 
@@ -59,6 +60,15 @@ def mpiexec_command(n):
 @pytest.fixture
 def mpiexec():
     return mpiexec_command
+
+
+def wait_for_files(proc, paths, timeout, poll=0.02):
+    """Wait until every one of ``paths`` exists, ``proc`` (a Popen) has
+    ended, or ``timeout`` seconds have passed, whichever comes first."""
+    deadline = time.time() + timeout
+    while not all(map(os.path.exists, paths)) and proc.poll() is None and \
+            time.time() < deadline:
+        time.sleep(poll)
 
 
 #: sitecustomize.py of an environment whose MPI library cannot be loaded, as

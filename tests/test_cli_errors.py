@@ -12,11 +12,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from chainer_vogn import experiment
+
+from conftest import wait_for_files
 
 pytestmark = pytest.mark.e2e
 
@@ -158,10 +159,7 @@ def test_ctrl_c_exits_130_in_one_line(tmp_path):
                                            str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 240
-    while not (out / 'log').exists() and process.poll() is None and \
-            time.time() < deadline:
-        time.sleep(0.2)
+    wait_for_files(process, [str(out / 'log')], 240, poll=0.2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr

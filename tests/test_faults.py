@@ -23,6 +23,8 @@ from chainer_vogn import checkpoint
 from chainer_vogn import experiment
 from chainer_vogn import training
 
+from conftest import wait_for_files
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, 'train.py')
 FAULT_WORKER = os.path.join(REPO, 'tests', 'fault_worker.py')
@@ -154,11 +156,8 @@ def test_killed_at_a_random_time_then_resumed_equals_uninterrupted(
     proc = subprocess.Popen(mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder],
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    first = os.path.join(folder, 'snapshot_rank0_epoch1.npz')
-    deadline = time.time() + 120
-    while not os.path.exists(first) and proc.poll() is None and \
-            time.time() < deadline:
-        time.sleep(0.005)
+    wait_for_files(proc, [os.path.join(folder, 'snapshot_rank0_epoch1.npz')],
+                   120, poll=0.005)
     time.sleep(random.Random(seed).uniform(0, 1.5))
     _kill_job(proc)
 

@@ -27,6 +27,8 @@ from packaging.requirements import Requirement
 import chainer_vogn
 from chainer_vogn import experiment
 
+from conftest import wait_for_files
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOBSCRIPTS = os.path.join(REPO, 'jobscripts')
 ENVIRONMENT = os.path.join(REPO, 'environment.yml')
@@ -614,10 +616,7 @@ def test_local_script_resumes_after_a_kill(demo, tmp_path):
                             stderr=subprocess.DEVNULL, start_new_session=True)
     first = [os.path.join(out, 'vogn', 'snapshot_rank{}_epoch1.npz'.format(r))
              for r in (0, 1)]
-    deadline = time.time() + 120
-    while not all(map(os.path.exists, first)) and proc.poll() is None and \
-            time.time() < deadline:
-        time.sleep(0.02)
+    wait_for_files(proc, first, 120)
     # Like the end of a walltime: every process of the job dies at once.
     for _ in range(50):
         pids = session_processes(proc.pid)

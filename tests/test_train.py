@@ -15,6 +15,8 @@ import chainer_vogn
 from chainer_vogn import experiment
 from chainer_vogn import training
 
+from conftest import wait_for_files
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, 'train.py')
 SMALL = ['--dataset', 'digits', '--arch', 'mlp', '--no-progress']
@@ -173,11 +175,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, opt, extra):
     proc = subprocess.Popen([sys.executable, TRAIN] + SMALL + args +
                             ['--out', cut], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    target = os.path.join(cut, 'snapshot_rank0_epoch2.npz')
-    deadline = time.time() + 120
-    while not os.path.exists(target) and proc.poll() is None and \
-            time.time() < deadline:
-        time.sleep(0.02)
+    wait_for_files(proc, [os.path.join(cut, 'snapshot_rank0_epoch2.npz')],
+                   120)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(cut, 'model.npz')), \
