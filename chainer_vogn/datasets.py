@@ -11,9 +11,9 @@ images go through exactly the same affine map.
 Nothing is downloaded unless asked: CIFAR-10/100 and SVHN are read from the
 official files in ``data_dir``; MNIST from its official idx files there or
 from Chainer's own cache, and downloaded by Chainer only with
-``allow_download=True``; Fashion-MNIST from its idx files (MNIST's names) in
-``data_dir`` or ``data_dir/fashion-mnist``; ``digits`` (8x8 digits bundled with scikit-learn)
-always works offline.  CIFAR batches are pickles, so only read copies you
+``allow_download=True``; Fashion-MNIST from its idx files (MNIST's names)
+in ``data_dir`` or ``data_dir/fashion-mnist``; ``digits`` (8x8 digits
+bundled with scikit-learn) always works offline.  CIFAR batches are pickles, so only read copies you
 trust.
 """
 import contextlib
@@ -47,11 +47,6 @@ _SHAPES = {
 
 #: Names accepted by :func:`get_dataset`.
 DATASETS = tuple(_SHAPES)
-
-
-def native_size(name):
-    """Side of data set ``name``'s own images, in pixels."""
-    return _SHAPES[name][2]
 
 _CIFAR = {
     'cifar10': {

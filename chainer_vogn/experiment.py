@@ -19,7 +19,6 @@ import collections
 import contextlib
 import dataclasses
 import json
-import os
 import platform
 import re
 import sys
@@ -224,7 +223,7 @@ def optimizer_spec(name):
 def image_size_for(args):
     """The image size the run's model takes, when it is not the data set's
     own (conv nets take at least CIFAR's 32 x 32); else None."""
-    native = datasets.native_size(args.dataset)
+    native = datasets.image_shape(args.dataset)[1]
     if args.arch != 'mlp' and native < CONV_IMAGE_SIZE:
         return CONV_IMAGE_SIZE
     return None

@@ -130,7 +130,8 @@ def run(args):
     evaluator = extensions.Evaluator(test_iter, model, device=device)
     trainer.extend(chainermn.create_multi_node_evaluator(evaluator, comm),
                    trigger=(1, 'epoch'))
-    if args.val_samples and spec.sampling != 'point':
+    predictive = bool(args.val_samples) and spec.sampling != 'point'
+    if predictive:
         trainer.extend(validation.PredictiveValidation(
             chainermn.scatter_dataset(test, comm, force_equal_length=False),
             model, optimizer, spec.sampling, args.val_samples, comm, device,
@@ -144,7 +145,7 @@ def run(args):
     trainer.extend(checkpoint.Snapshot(comm, args.out),
                    trigger=(args.snapshot_interval, 'epoch'))
     if comm.rank == 0:
-        _add_reports(trainer, args)
+        _add_reports(trainer, args, predictive)
 
     os.makedirs(args.out, exist_ok=True)
     record = config_record(args, comm, optimizer, info)
@@ -222,12 +223,13 @@ def _label_plot(ylabel, log_scale):
     return postprocess
 
 
-def _add_reports(trainer, args):
+def _add_reports(trainer, args, predictive):
+    """Log, console table, progress bar and plots; ``predictive``: the run
+    reports PredictiveValidation's numbers too."""
     console = PlainConsole(sys.stdout)
     trainer.extend(extensions.LogReport(trigger=(1, 'epoch')))
     accuracy_keys, nll_keys = [], []
-    if args.val_samples and \
-            experiment.optimizer_spec(args.optimizer).sampling != 'point':
+    if predictive:
         accuracy_keys, nll_keys = [validation.ACCURACY], [validation.NLL]
     trainer.extend(extensions.PrintReport(
         ['epoch', 'iteration', 'main/loss', 'main/accuracy',

@@ -33,7 +33,8 @@ class PredictiveValidation(training.Extension):
         dataset: this rank's test examples ``(x, t)``.
         model: the ``L.Classifier`` being trained.
         optimizer: its optimizer (VOGN gives sigma; others none).
-        method: 'weights' or 'dropout' (see ``predictive.method_for``).
+        method: 'weights' or 'dropout', the optimizer's sampling in
+            ``experiment.OPTIMIZERS``.
         n_samples (int): T.
         comm: the ChainerMN communicator the test set is spread over.
         device: the device the model lives on.
