@@ -76,3 +76,19 @@ def synchronize(device):
     """Wait for the GPU's queued work (nothing to do on the CPU)."""
     if device.xp is not numpy:
         device.xp.cuda.Device().synchronize()
+
+
+#: Thread pools that mpiexec_prefix limits to one thread per process.
+THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
+
+
+def mpiexec_prefix(n, btl):
+    """mpiexec next to this interpreter (or on PATH); as root, allowed."""
+    here = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
+    cmd = [here if os.path.exists(here) else 'mpiexec']
+    if os.geteuid() == 0:
+        cmd += ['--allow-run-as-root', '--oversubscribe']
+    cmd += ['-n', str(n), '--mca', 'btl', btl]
+    for var in THREAD_VARS:
+        cmd += ['-x', '{}=1'.format(var)]
+    return cmd

@@ -28,7 +28,8 @@ import subprocess
 import sys
 import time
 
-from _common import machine, print_table, random_batch, write_json
+from _common import (THREAD_VARS, machine, mpiexec_prefix, print_table,
+                     random_batch, write_json)
 
 import chainer
 import chainer.functions as F
@@ -37,7 +38,6 @@ from chainer_vogn import distributed
 from chainer_vogn import models
 
 RUNS = (('single', 1, 1), ('samples', 2, 2), ('data', 2, 1))
-THREAD_VARS = ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')
 
 
 class TimedDistributedVOGN(distributed.DistributedVOGN):
@@ -87,18 +87,6 @@ def worker(args):
             'iteration_s': statistics.median(times),
             'allreduce_s': comm_seconds, 'processes': comm.size,
             'samples': args.samples}))
-
-
-def mpiexec_prefix(n, btl):
-    """mpiexec next to this interpreter (or on PATH); as root, allowed."""
-    here = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
-    cmd = [here if os.path.exists(here) else 'mpiexec']
-    if os.geteuid() == 0:
-        cmd += ['--allow-run-as-root', '--oversubscribe']
-    cmd += ['-n', str(n), '--mca', 'btl', btl]
-    for var in THREAD_VARS:
-        cmd += ['-x', '{}=1'.format(var)]
-    return cmd
 
 
 def launch(n, samples, arch, batch, args):

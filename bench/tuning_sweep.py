@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from _common import REPO
+from _common import REPO, mpiexec_prefix
 
 import numpy
 
@@ -95,9 +95,7 @@ def train_and_evaluate(args, data_dir, name, optimizer, extra, seed):
     mpi = []
     samples = []
     if args.processes > 1:
-        mpi = [os.path.join(os.path.dirname(sys.executable), 'mpiexec'),
-               '--allow-run-as-root', '--oversubscribe', '-n',
-               str(args.processes), '--mca', 'btl', 'self,tcp']
+        mpi = mpiexec_prefix(args.processes, 'self,tcp')
         if optimizer == 'vogn':
             samples = ['--samples', str(args.samples)]
     data = ['--data-dir', data_dir] if data_dir else []
@@ -111,8 +109,9 @@ def train_and_evaluate(args, data_dir, name, optimizer, extra, seed):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.time() - start
     if trained.returncode:  # a diverged setting is a result too
-        print('{}: {}'.format(name, trained.stderr.strip().splitlines()[-1]),
-              file=sys.stderr)
+        lines = trained.stderr.strip().splitlines()
+        print('{}: {}'.format(name, lines[-1] if lines else 'exit status {}'
+                              .format(trained.returncode)), file=sys.stderr)
         return {'accuracy': float('nan'), 'train_seconds': seconds}
     subprocess.run([sys.executable, os.path.join(REPO, 'evaluate.py'), run,
                     '--mc-samples', str(args.mc_samples), '--out', report],
