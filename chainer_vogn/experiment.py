@@ -100,6 +100,10 @@ def exit_cleanly(program):
         if MPI.COMM_WORLD.rank == 0:
             sys.stderr.write('{}: interrupted\n'.format(program))
             sys.stderr.flush()
+        # An interrupt inside a lazy import (matplotlib's, at the first
+        # plot) leaves half-built objects whose destructors complain at
+        # exit; the job is over, so that noise is dropped.
+        sys.unraisablehook = lambda unraisable: None
         sys.exit(130)
     except EXPECTED_FAILURES as e:
         fail('{}: error: {}'.format(program, describe_failure(e)))

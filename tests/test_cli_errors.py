@@ -151,6 +151,29 @@ def test_divergence_has_no_training_loop_dump(tmp_path):
     assert 'Traceback' not in result.stderr
 
 
+#: Ctrl-C inside an import: the half-built object's destructor fails at exit.
+INTERRUPTED_IMPORT = """
+from chainer_vogn import experiment
+
+class HalfBuilt(object):
+    def __init__(self):
+        raise KeyboardInterrupt
+
+    def __del__(self):
+        self.expr  # never set: AttributeError, reported as unraisable
+
+with experiment.exit_cleanly('train.py'):
+    HalfBuilt()
+"""
+
+
+def test_ctrl_c_during_an_import_is_still_one_line():
+    result = subprocess.run([sys.executable, '-c', INTERRUPTED_IMPORT],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == 'train.py: interrupted\n'
+
+
 def test_ctrl_c_exits_130_in_one_line(tmp_path):
     out = tmp_path / 'out'
     # A shell's background job ignores SIGINT; a terminal's does not.
