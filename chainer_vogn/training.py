@@ -72,6 +72,22 @@ class CheckFinite(training.Extension):
                                 trainer.updater.epoch))
 
 
+def weighted_by_examples(model):
+    """``model`` as an Evaluator's eval_func whose reports count per example.
+
+    Chainer's Evaluator averages batch means with equal weights, so with 360
+    test images in batches of 256 the last 104 count as much as the first
+    256; weighting each report by its batch size gives the mean over test
+    examples, the number evaluate.py reports.
+    """
+    def eval_func(x, t):
+        model(x, t)
+        observation = chainer.reporter.get_current_reporter().observation
+        for key, value in observation.items():
+            observation[key] = (value, len(t))
+    return eval_func
+
+
 def config_record(args, comm, optimizer, info):
     record = dict(vars(args))
     record.update(
@@ -127,7 +143,8 @@ def run(args):
 
     updater = Updater(train_iter, optimizer, device, random_states)
     trainer = training.Trainer(updater, (args.epochs, 'epoch'), out=args.out)
-    evaluator = extensions.Evaluator(test_iter, model, device=device)
+    evaluator = extensions.Evaluator(test_iter, model, device=device,
+                                     eval_func=weighted_by_examples(model))
     trainer.extend(chainermn.create_multi_node_evaluator(evaluator, comm),
                    trigger=(1, 'epoch'))
     predictive = bool(args.val_samples) and spec.sampling != 'point'

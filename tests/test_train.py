@@ -294,3 +294,25 @@ def test_loss_plot_is_labelled_on_a_log_axis():
     assert axes.get_ylabel() == 'loss (nats, log scale)'
     assert [line.get_label() for line in axes.get_lines()] == [
         'training loss', 'test loss (mean weights)']
+
+
+def test_logged_validation_is_the_mean_over_test_examples(runs):
+    """The digits' 360 test images go in batches of 256 and 104: the log
+    must count each image once (as evaluate.py does), not average the two
+    batch means.  Checked against the saved weights scored in one pass."""
+    import chainer
+    import chainer.functions as F
+    from chainer_vogn import inference
+    run = inference.Run(runs['adam'], 'adam')
+    _, test, _ = experiment.load_data(run.args)
+    assert len(test) % run.args.eval_batchsize != 0
+    x, t = chainer.dataset.concat_examples(test)
+    model = run.build_model(run.info)
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        log_p = F.log_softmax(model.predictor(x)).array.astype(numpy.float64)
+    with open(os.path.join(runs['adam'], 'log')) as f:
+        last = json.load(f)[-1]
+    assert last['validation/main/accuracy'] == pytest.approx(
+        numpy.mean(log_p.argmax(axis=1) == t), abs=1e-6)
+    assert last['validation/main/loss'] == pytest.approx(
+        -numpy.mean(log_p[numpy.arange(len(t)), t]), rel=1e-5)
