@@ -199,8 +199,8 @@ OptimizerSpec = collections.namedtuple(
 
 #: The optimizers train.py offers, by --optimizer name.
 OPTIMIZERS = collections.OrderedDict((spec.name, spec) for spec in (
-    OptimizerSpec('vogn', 'VOGN', _build_vogn, 'weights',
-                  vogn_module._default_hyperparam.lr, 0.0, 'lr'),
+    # None: DistributedVOGN scales its lr with the data shards (scaled_lr).
+    OptimizerSpec('vogn', 'VOGN', _build_vogn, 'weights', None, 0.0, 'lr'),
     OptimizerSpec('adam', 'Adam', _build_adam, 'point',
                   adam_module._default_hyperparam.alpha, 0.0, 'alpha'),
     # MC dropout is Adam training with dropout, sampled with dropout on.
@@ -477,8 +477,10 @@ class RunConfig(object):
                 'communicator: {} needs GPUs; use naive with device -1 (the '
                 'CPU)').format(self.communicator))
         names = [name for name in _VOGN.get_dict() if name != 'dataset_size']
-        hyperparam = argparse.Namespace(dataset_size=1, **{
-            name: getattr(self, name) for name in names})
+        values = {name: getattr(self, name) for name in names}
+        if values['lr'] is None:  # VOGN's, scaled with the data shards
+            values['lr'] = _VOGN.lr
+        hyperparam = argparse.Namespace(dataset_size=1, **values)
         try:
             vogn_module.check_hyperparameters(hyperparam)
         except ValueError as e:
@@ -645,7 +647,8 @@ def build_parser():
         'convention)')
     add(g, '--epochs', 'epochs to train (in all, also when resuming)')
     add(g, '--lr', 'learning rate (Adam\'s alpha; default: {})'.format(
-        ', '.join('{} {}'.format(name, spec.default_lr)
+        ', '.join('{} {}'.format(name, spec.default_lr or '{} x the data '
+                                 'shards D'.format(_VOGN.lr))
                   for name, spec in OPTIMIZERS.items())))
     add(g, '--lr-milestones', 'epochs at which the learning rate is '
         'multiplied by --lr-decay (default: none)', metavar='E1,E2')

@@ -97,6 +97,7 @@ def config_record(args, comm, optimizer, info):
     if experiment.OPTIMIZERS[args.optimizer].sampling == 'weights':
         record['dataset_size'] = optimizer.dataset_size
         # As used: derived from the data and the model when not given.
+        record['lr_used'] = optimizer.lr
         record['tau_used'] = optimizer.tau
         record['prior_precision_used'] = optimizer.prior_precision
     return record
@@ -166,12 +167,14 @@ def run(args):
 
     os.makedirs(args.out, exist_ok=True)
     record = config_record(args, comm, optimizer, info)
-    if comm.rank == 0 and 'tau_used' in record and (
-            args.tau is None or args.prior_precision is None):
-        print('VOGN: tau = {:.4g}, prior precision = {:.4g} (derived from '
-              'the training set size, the damping and the widest unit where '
-              'not given; see docs/tuning.md)'.format(
-                  record['tau_used'], record['prior_precision_used']))
+    if comm.rank == 0 and 'tau_used' in record and None in (
+            args.lr, args.tau, args.prior_precision):
+        print('VOGN: lr = {:.4g}, tau = {:.4g}, prior precision = {:.4g} '
+              '(derived where not given: lr from the data shards, tau and '
+              'the prior from the training set size, the damping and the '
+              'widest unit; see docs/tuning.md)'.format(
+                  record['lr_used'], record['tau_used'],
+                  record['prior_precision_used']))
     plan.start(trainer, comm, record)
     trainer.run(show_loop_exception_msg=False)
 

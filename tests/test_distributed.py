@@ -108,6 +108,24 @@ def test_exception_on_one_rank_ends_the_job(mpiexec, tmp_path):
     assert time.time() - start < 60
 
 
+@pytest.mark.parametrize('processes, samples, lr', [
+    (1, 1, 1e-3), (4, 2, 2e-3), (8, 2, 4e-3), (4, 4, 1e-3), (4, 1, 4e-3)])
+def test_default_lr_grows_with_the_data_shards(processes, samples, lr):
+    """1e-3 per data shard D = P / S, so an epoch moves the mean as far
+    whatever P; a given lr is kept, and plain VOGN keeps 1e-3."""
+    from chainer_vogn import DistributedVOGN, VOGN
+
+    class Comm(object):
+        size, rank = processes, 0
+
+        def split(self, color, key):
+            return None
+
+    assert DistributedVOGN(Comm(), 100, samples).lr == pytest.approx(lr)
+    assert DistributedVOGN(Comm(), 100, samples, lr=0.5).lr == 0.5
+    assert VOGN(100).lr == 1e-3
+
+
 def test_layout_arithmetic():
     from chainer_vogn import Layout
     lay = [Layout(8, r, 2) for r in range(8)]

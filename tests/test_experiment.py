@@ -87,14 +87,18 @@ def test_unknown_optimizer_is_named():
 
 
 def test_defaults_come_from_the_optimizers():
-    """--lr and VOGN's options default to the optimizers' own defaults."""
+    """--lr and VOGN's options default to the optimizers' own defaults
+    (VOGN's lr to None: DistributedVOGN scales it with the data shards)."""
     from chainer_vogn import optimizer as vogn_module
     hp = vogn_module._default_hyperparam
     args = experiment.parse_args([])
-    for name in ('lr', 'beta1', 'beta2', 'prior_precision', 'tau', 'damping',
+    assert args.lr is None
+    for name in ('beta1', 'beta2', 'prior_precision', 'tau', 'damping',
                  'init_precision', 'aug_factor', 'bias_correction',
                  'tau_warmup_steps', 'tau_init'):
         assert getattr(args, name) == getattr(hp, name), name
+    assert experiment.parse_args(['--optimizer', 'adam']).lr == \
+        chainer.optimizers.Adam().alpha
     assert experiment.parse_args(['--optimizer', 'sgd']).lr == \
         chainer.optimizers.MomentumSGD().lr
 

@@ -107,6 +107,7 @@ def test_smoke_run_learns_and_writes_outputs(runs, opt):
         assert config['tau'] is None and config['prior_precision'] == 50
         assert config['tau_used'] == pytest.approx(1.437 / (256 / 3 - 50))
         assert config['prior_precision_used'] == 50
+        assert config['lr'] is None and config['lr_used'] == 1e-3
     assert (config['processes'], config['sample_groups'],
             config['data_shards']) == (1, 1, 1)
     assert config['versions']['chainer'] == '7.8.1'
@@ -137,6 +138,7 @@ def test_sample_parallel_run_under_mpiexec(mpiexec, tmp_path):
     config = json.load(open(str(tmp_path / 'config.json')))
     assert (config['processes'], config['sample_groups'],
             config['data_shards']) == (2, 2, 1)
+    assert config['lr'] is None and config['lr_used'] == 1e-3  # D = 1
     # Every rank keeps its own snapshot for --resume.
     assert os.path.exists(str(tmp_path / 'snapshot_rank1_epoch1.npz'))
     log = json.load(open(str(tmp_path / 'log')))
@@ -255,7 +257,7 @@ def test_captured_output_has_no_escape_codes(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert '\x1b' not in result.stdout + result.stderr
     derived, header = result.stdout.splitlines()[:2]
-    assert derived.startswith('VOGN: tau = ')  # the derived defaults
+    assert derived.startswith('VOGN: lr = 0.001, tau = ')  # derived
     assert header.split()[:3] == ['epoch', 'iteration', 'main/loss']
 
 
