@@ -54,13 +54,11 @@ PRIOR_PULL = 1e-4
 
 def widest_fan_in(link):
     """The most inputs one unit has among the weights VOGN perturbs
-    (in_channels x kh x kw for a convolution, in_size for a Linear)."""
-    fan_ins = [param.array[0].size
-               for _, sub in link.namedlinks()
-               if not isinstance(sub, POINT_ESTIMATE_LINKS)
-               for param in sub.params(include_uninit=False)
-               if param.array.ndim >= 2]
-    return max(fan_ins) if fan_ins else 1
+    (in_channels x kh x kw for a convolution, in_size for a Linear; the
+    vectors of biases and BatchNormalization have no fan-in)."""
+    return max((param.array[0].size
+                for param in link.params(include_uninit=False)
+                if param.array.ndim >= 2), default=1)
 
 
 def derive_defaults(hp, link):
@@ -519,12 +517,8 @@ def _reports_into(observation):
     except IndexError:
         yield
         return
-    outer = reporter.observation
-    reporter.observation = observation
-    try:
+    with reporter.scope(observation):
         yield
-    finally:
-        reporter.observation = outer
 
 
 def _mean_observation(observations):
