@@ -30,6 +30,7 @@ from chainer import training as chainer_training
 from chainer_vogn.experiment import RunError
 from chainer_vogn.experiment import write_json
 from chainer_vogn.files import atomic_write
+from chainer_vogn.files import temporaries
 
 #: Options that may differ between a run and its resumption: where and how
 #: it is computed and reported, not what it computes (a GPU instead of the
@@ -206,7 +207,12 @@ def plan(args, comm):
             print('{} already finished its {} epochs: nothing to do (a larger '
                   '--epochs trains on)'.format(folder, recorded['epochs']))
         return Plan(folder, finished=True)
-    if not snapshots and not recorded.get('finished'):
+    if not snapshots:
+        if recorded.get('finished'):
+            raise RunError(
+                '--resume --epochs: {} finished and keeps no snapshot to '
+                'train on from; choose another --out for a longer '
+                'run'.format(folder))
         if comm.rank == 0:
             print('no snapshot in {}: starting afresh'.format(folder))
         return Plan(folder)
@@ -225,10 +231,6 @@ def newest_complete_epoch(folder, snapshots, comm):
     """
     ranks = range(comm.size)
     without = [r for r in ranks if not snapshots.get(r)]
-    if len(without) == comm.size:
-        raise RunError(
-            '--resume --epochs: {} finished and keeps no snapshot to train '
-            'on from; choose another --out for a longer run'.format(folder))
     if without:
         raise RunError(
             '--resume: in {}, ranks {} have no snapshot while ranks {} have; '
@@ -259,14 +261,16 @@ def remove_temporaries(folder, rank):
     snapshots, and on rank 0 those of config.json, model.npz, the log and
     Chainer's snapshot writer."""
     if rank == 0:
-        patterns = ['.config.json.*.tmp', '.model.npz.*.tmp']
+        patterns = [temporaries('config.json'),
+                    temporaries('model.npz')]
         for path in glob.glob(os.path.join(folder, 'tmpsnapshot_*')) + \
                 glob.glob(os.path.join(folder, 'log*')):
             if os.path.isdir(path) and set(os.listdir(path)) <= {'log'}:
                 shutil.rmtree(path)
     else:
         patterns = []
-    patterns.append('.snapshot_rank{}_epoch*.npz.*.tmp'.format(rank))
+    patterns.append(temporaries(
+        os.path.basename(snapshot_path(folder, rank, '*'))))
     for pattern in patterns:
         for path in glob.glob(os.path.join(folder, pattern)):
             os.remove(path)

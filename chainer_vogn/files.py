@@ -3,12 +3,23 @@ import os
 import uuid
 
 
+#: The temporary file atomic_write writes before it moves it over the
+#: file named by its base name: '.<base>.<random hex>.tmp'.
+_TEMPORARY = '.{}.{}.tmp'
+
+
+def temporaries(base):
+    """The glob pattern of the temporaries atomic_write leaves next to a
+    file named ``base`` when it is killed (``base`` may hold a glob)."""
+    return _TEMPORARY.format(base, '*')
+
+
 def atomic_write(path, write, binary=False):
     """Call ``write(f)`` on a temporary file next to ``path``, sync it to
     the disk, then move it over ``path``; on error the temporary file is
     removed and ``path`` is left untouched.  Returns ``path``."""
     folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, '.%s.%s.tmp' % (base, uuid.uuid4().hex))
+    tmp = os.path.join(folder, _TEMPORARY.format(base, uuid.uuid4().hex))
     # os.open honours the umask, unlike tempfile (always 0600).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:

@@ -167,7 +167,7 @@ def run(args):
 
     os.makedirs(args.out, exist_ok=True)
     record = config_record(args, comm, optimizer, info)
-    if comm.rank == 0 and 'tau_used' in record and None in (
+    if comm.rank == 0 and spec.sampling == 'weights' and None in (
             args.lr, args.tau, args.prior_precision):
         print('VOGN: lr = {:.4g}, tau = {:.4g}, prior precision = {:.4g} '
               '(derived where not given: lr from the data shards, tau and '

@@ -5,6 +5,7 @@ the run as it was.
 
 Small and fast on purpose: digits, the MLP, three epochs, two processes.
 """
+import glob
 import hashlib
 import json
 import os
@@ -218,6 +219,21 @@ def test_rank_without_snapshots_is_an_error_not_a_fresh_start(
                                                      '4'])
     assert result.returncode != 0
     assert 'ranks [1] have no snapshot' in result.stderr
+    assert _contents(folder) == before
+
+
+def test_longer_run_of_a_finished_run_without_snapshots_is_refused(
+        solo_reference, tmp_path, in_process):
+    """A finished run whose snapshots were removed has nothing to train on
+    from: --resume with more epochs says so instead of starting afresh
+    over the finished run's files."""
+    folder = _copy(solo_reference, tmp_path)
+    for path in glob.glob(os.path.join(folder, 'snapshot_*')):
+        os.remove(path)
+    before = _contents(folder)
+    with pytest.raises(experiment.RunError, match='finished and keeps no '
+                       'snapshot to train on from'):
+        in_process(OPTIONS + ['--epochs', '5', '--out', folder, '--resume'])
     assert _contents(folder) == before
 
 
