@@ -22,6 +22,7 @@ from _common import REPO, mpiexec_prefix
 import numpy
 
 from chainer_vogn import datasets
+from chainer_vogn import experiment
 
 
 def _setting(text):
@@ -116,11 +117,8 @@ def train_and_evaluate(args, data_dir, name, optimizer, extra, seed):
     subprocess.run([sys.executable, os.path.join(REPO, 'evaluate.py'), run,
                     '--mc-samples', str(args.mc_samples), '--out', report],
                    check=True, stdout=subprocess.DEVNULL)
-    metrics = _metrics(report)
-    metrics['train_seconds'] = seconds
-    with open(os.path.join(report, 'seconds.json'), 'w') as f:
-        json.dump(seconds, f)
-    return metrics
+    experiment.write_json(os.path.join(report, 'seconds.json'), seconds)
+    return _metrics(report)
 
 
 def _metrics(report):

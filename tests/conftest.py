@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import shutil
 import sys
@@ -13,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: scripts, bench/) as a user would: marked ``e2e``.
 E2E_FILES = {'test_train.py', 'test_evaluate.py', 'test_faults.py',
              'test_jobscripts.py', 'test_bench.py', 'test_readme.py',
-             'test_install.py'}
+             'test_install.py', 'test_cli_errors.py'}
 #: Test files whose every test starts MPI processes: marked ``mpi`` (as is
 #: any test that uses the ``mpiexec`` fixture).
 MPI_FILES = {'test_distributed.py'}
@@ -38,6 +39,16 @@ def pytest_collection_modifyitems(config, items):
             kinds.append('e2e')
         for kind in kinds or ['unit']:
             item.add_marker(kind)
+
+
+def load_evaluate_parser():
+    """evaluate.py's argument parser (evaluate.py is a script, not a
+    module of the package)."""
+    spec = importlib.util.spec_from_file_location(
+        'evaluate', os.path.join(REPO, 'evaluate.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_parser()
 
 
 def mpiexec_command(n):

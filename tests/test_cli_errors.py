@@ -4,7 +4,6 @@ Each case runs the script as a user would and checks the exit status and
 that stderr holds the one ``train.py: error: ...`` line (no traceback, no
 MPI_Abort banner, no Chainer training-loop dump).
 """
-import importlib.util
 import json
 import os
 import pickle
@@ -17,9 +16,8 @@ import pytest
 
 from chainer_vogn import experiment
 
+from conftest import load_evaluate_parser
 from conftest import wait_for_files
-
-pytestmark = pytest.mark.e2e
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, 'train.py')
@@ -271,10 +269,7 @@ def _parser(script):
     """The parser of train.py (experiment's) or of evaluate.py."""
     if script == TRAIN:
         return experiment.build_parser()
-    spec = importlib.util.spec_from_file_location('evaluate', script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_parser()
+    return load_evaluate_parser()
 
 
 @pytest.mark.parametrize('script', [TRAIN, EVALUATE])

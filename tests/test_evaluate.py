@@ -1,7 +1,6 @@
 """evaluate.py end to end: tiny runs trained by train.py on digits classes
 0-4, evaluated with classes 5-9 as OOD data, on one process and on two."""
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -15,6 +14,8 @@ import pytest
 import chainer_vogn  # NOQA
 
 from chainer_vogn import metrics
+
+from conftest import load_evaluate_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, 'train.py')
@@ -222,11 +223,8 @@ def test_report_names_the_data_and_replaces_an_earlier_one(runs, single,
     (['--ood', 'imagenet'], 'unknown OOD set'),
 ])
 def test_bad_options_are_refused(capsys, option, message):
-    spec = importlib.util.spec_from_file_location('evaluate', EVALUATE)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     with pytest.raises(SystemExit) as exit:
-        cli.build_parser().parse_args(['run'] + option)
+        load_evaluate_parser().parse_args(['run'] + option)
     assert exit.value.code == 2
     assert re.search(message, capsys.readouterr().err)
 

@@ -24,6 +24,7 @@ from chainer_vogn import checkpoint
 from chainer_vogn import experiment
 from chainer_vogn import training
 
+from conftest import mpiexec_command
 from conftest import wait_for_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,9 +75,8 @@ def _assert_no_litter(folder):
 
 
 @pytest.fixture(scope='module')
-def mpi_reference(tmp_path_factory, request):
+def mpi_reference(tmp_path_factory):
     """An uninterrupted, finished P = 2, S = 2 run."""
-    from conftest import mpiexec_command
     folder = str(tmp_path_factory.mktemp('faults') / 'reference')
     result = _run(mpiexec_command(2) + [TRAIN] + MPI_RUN + ['--out', folder])
     assert result.returncode == 0, result.stderr

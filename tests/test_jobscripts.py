@@ -8,7 +8,6 @@ parsers. jobscripts/local.sh runs end to end on the digits,
 once whole and once killed after its first VOGN snapshot and started again.
 """
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from packaging.requirements import Requirement
 import chainer_vogn
 from chainer_vogn import experiment
 
+from conftest import load_evaluate_parser
 from conftest import wait_for_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -191,14 +191,6 @@ def stubs(tmp_path):
 
     run.tmp_path = tmp_path
     return run
-
-
-def load_evaluate_parser():
-    spec = importlib.util.spec_from_file_location(
-        'evaluate', os.path.join(REPO, 'evaluate.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_parser()
 
 
 def parse(argv, parser, parse_args=None):
