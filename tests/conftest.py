@@ -4,8 +4,9 @@ import shutil
 import sys
 import time
 
-import chainer_vogn  # NOQA: makes chainer importable on every supported stack
+import chainer_vogn  # makes chainer importable on every supported stack
 
+import numpy
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +40,19 @@ def pytest_collection_modifyitems(config, items):
             kinds.append('e2e')
         for kind in kinds or ['unit']:
             item.add_marker(kind)
+
+
+def assert_same_posterior(folder, reference):
+    """The model.npz of two runs hold the same parameters with bitwise
+    equal mu and sigma (a resumed run against the uninterrupted one)."""
+    a = chainer_vogn.load_posterior(os.path.join(reference, 'model.npz'))
+    b = chainer_vogn.load_posterior(os.path.join(folder, 'model.npz'))
+    assert sorted(a.mu) == sorted(b.mu), folder
+    for name in a.mu:
+        numpy.testing.assert_array_equal(a.mu[name], b.mu[name],
+                                         folder + name)
+        numpy.testing.assert_array_equal(a.sigma[name], b.sigma[name],
+                                         folder + name)
 
 
 def load_evaluate_parser():

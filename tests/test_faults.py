@@ -16,14 +16,13 @@ import subprocess
 import sys
 import time
 
-import numpy
 import pytest
 
-import chainer_vogn
 from chainer_vogn import checkpoint
 from chainer_vogn import experiment
 from chainer_vogn import training
 
+from conftest import assert_same_posterior
 from conftest import mpiexec_command
 from conftest import wait_for_files
 
@@ -52,20 +51,6 @@ def _contents(folder):
                 out[os.path.relpath(path, folder)] = hashlib.sha256(
                     f.read()).hexdigest()
     return out
-
-
-def _posterior(folder):
-    post = chainer_vogn.load_posterior(os.path.join(folder, 'model.npz'))
-    return post.mu, post.sigma
-
-
-def _assert_same_model(folder, reference):
-    (mu_a, sigma_a), (mu_b, sigma_b) = _posterior(reference), \
-        _posterior(folder)
-    assert sorted(mu_a) == sorted(mu_b)
-    for name in mu_a:
-        numpy.testing.assert_array_equal(mu_a[name], mu_b[name], name)
-        numpy.testing.assert_array_equal(sigma_a[name], sigma_b[name], name)
 
 
 def _assert_no_litter(folder):
@@ -144,7 +129,7 @@ def test_killed_while_writing_then_resumed_equals_uninterrupted(
     result = _run(mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder,
                                                      '--resume'])
     assert result.returncode == 0, result.stderr
-    _assert_same_model(folder, mpi_reference)
+    assert_same_posterior(folder, mpi_reference)
     with open(os.path.join(folder, 'config.json')) as f:
         assert json.load(f)['finished']
     _assert_no_litter(folder)
@@ -165,7 +150,7 @@ def test_killed_at_a_random_time_then_resumed_equals_uninterrupted(
     result = _run(mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder,
                                                      '--resume'])
     assert result.returncode == 0, 'seed {}: {}'.format(seed, result.stderr)
-    _assert_same_model(folder, mpi_reference)
+    assert_same_posterior(folder, mpi_reference)
     _assert_no_litter(folder)
 
 
@@ -186,7 +171,7 @@ def test_damaged_newest_snapshot_falls_back_to_the_epoch_before(
     assert result.returncode == 0, result.stderr
     assert damaged + ' is damaged' in result.stderr
     assert 'resuming from epoch 1' in result.stdout
-    _assert_same_model(folder, mpi_reference)
+    assert_same_posterior(folder, mpi_reference)
 
 
 # Refusals: one message, and not one file of the run changed
@@ -294,7 +279,7 @@ def test_longer_run_continues_from_the_finished_one(
     in_process(longer + ['--out', folder, '--resume'])
     whole = str(tmp_path / 'whole')
     in_process(longer + ['--out', whole])
-    _assert_same_model(folder, whole)
+    assert_same_posterior(folder, whole)
     assert [e['epoch'] for e in json.load(open(os.path.join(
         folder, 'log')))] == [1, 2, 3]
     # Retention keeps the two newest epochs.

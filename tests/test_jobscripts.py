@@ -18,14 +18,13 @@ import sys
 import time
 import tomllib
 
-import numpy
 import pytest
 import yaml
 from packaging.requirements import Requirement
 
-import chainer_vogn
 from chainer_vogn import experiment
 
+from conftest import assert_same_posterior
 from conftest import load_evaluate_parser
 from conftest import wait_for_files
 
@@ -595,11 +594,6 @@ def session_processes(sid):
     return found
 
 
-def posterior(folder):
-    post = chainer_vogn.load_posterior(os.path.join(folder, 'model.npz'))
-    return post.mu, post.sigma
-
-
 def test_local_script_resumes_after_a_kill(demo, tmp_path):
     whole, _ = demo
     out = str(tmp_path / 'out')
@@ -630,14 +624,7 @@ def test_local_script_resumes_after_a_kill(demo, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'resuming from epoch 1' in result.stdout
     for run in RUN_FOLDERS:
-        mu_a, sigma_a = posterior(os.path.join(whole, run))
-        mu_b, sigma_b = posterior(os.path.join(out, run))
-        assert sorted(mu_a) == sorted(mu_b)
-        for name in mu_a:
-            numpy.testing.assert_array_equal(mu_a[name], mu_b[name],
-                                             run + name)
-            numpy.testing.assert_array_equal(sigma_a[name], sigma_b[name],
-                                             run + name)
+        assert_same_posterior(os.path.join(out, run), os.path.join(whole, run))
     with open(os.path.join(out, 'vogn', 'log')) as f:
         assert [entry['epoch'] for entry in json.load(f)] == [1, 2]
     assert os.path.exists(os.path.join(out, 'report', 'roc_ood.png'))

@@ -15,6 +15,7 @@ import chainer_vogn
 from chainer_vogn import experiment
 from chainer_vogn import training
 
+from conftest import assert_same_posterior
 from conftest import wait_for_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,11 +159,6 @@ def test_impossible_layout_ends_every_rank_with_the_message(mpiexec,
 
 # Resuming
 
-def _mu(folder):
-    post = chainer_vogn.load_posterior(os.path.join(folder, 'model.npz'))
-    return post.mu, post.sigma
-
-
 @pytest.mark.parametrize('opt, extra', [
     ('vogn', ['--augment', '--prior-precision', '50', '--mc', '2']),
     ('mcdropout', []),
@@ -187,11 +183,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, opt, extra):
     result = _train(args + ['--out', cut, '--resume'])
     assert result.returncode == 0, result.stderr
     assert 'resuming from epoch' in result.stdout
-    mu_a, sigma_a = _mu(whole)
-    mu_b, sigma_b = _mu(cut)
-    for name in mu_a:
-        numpy.testing.assert_array_equal(mu_a[name], mu_b[name], name)
-        numpy.testing.assert_array_equal(sigma_a[name], sigma_b[name], name)
+    assert_same_posterior(cut, whole)
     assert len(json.load(open(os.path.join(cut, 'log')))) == 6
 
 
