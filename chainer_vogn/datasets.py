@@ -514,6 +514,47 @@ def select_classes(dataset, classes, relabel=False):
     return chainer.datasets.TupleDataset(x, t)
 
 
+def labels_of(dataset):
+    """The labels of a TupleDataset of (x, t) as an int32 array."""
+    return numpy.asarray(dataset._datasets[1], dtype=numpy.int32)
+
+
+def stratified_indices(labels, size, rng):
+    """``size`` indices into ``labels``, drawn so that each class keeps its
+    share of the set (largest remainder), in increasing order.
+
+    ``rng`` (a numpy RandomState) picks which examples of a class are taken,
+    so a seed fixes the subset.
+    """
+    labels = numpy.asarray(labels)
+    classes, counts = numpy.unique(labels, return_counts=True)
+    exact = counts * (size / float(len(labels)))
+    quota = numpy.floor(exact).astype(int)
+    shortfall = size - quota.sum()
+    quota[numpy.argsort(quota - exact, kind='stable')[:shortfall]] += 1
+    chosen = [rng.permutation(numpy.flatnonzero(labels == c))[:k]
+              for c, k in zip(classes, quota)]
+    return numpy.sort(numpy.concatenate(chosen))
+
+
+def subset(dataset, index):
+    """The examples ``index`` of a TupleDataset of (x, t), as copies."""
+    x, t = dataset._datasets
+    return chainer.datasets.TupleDataset(x[index], t[index])
+
+
+def flip_labels(labels, fraction, n_classes, rng):
+    """``labels`` with round(fraction x N) of them, chosen at random, each
+    replaced by one of the other classes uniformly; also the flipped
+    indices.  The study sets of docs/tuning.md ("40 % wrong labels")."""
+    labels = numpy.array(labels, dtype=numpy.int32)
+    flipped = numpy.sort(rng.permutation(len(labels))[
+        :int(round(fraction * len(labels)))])
+    shift = rng.randint(1, n_classes, size=len(flipped))
+    labels[flipped] = (labels[flipped] + shift) % n_classes
+    return labels, flipped
+
+
 class RandomCropFlip(object):
     """Zero-pads, crops a random window of the original size, flips half.
 

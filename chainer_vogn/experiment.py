@@ -224,6 +224,11 @@ def optimizer_spec(name):
 
 # Data, model and device
 
+#: Streams of the random state (seed, stream) that pick a run's data: the
+#: subset of --train-size, the flips of --label-noise, the held-out images
+#: of --val-split.  Fixed per seed and apart from the training's own.
+_SUBSET_STREAM, _LABEL_NOISE_STREAM, _VAL_STREAM = 11, 12, 13
+
 def image_size_for(args):
     """The image size the run's model takes, when it is not the data set's
     own (conv nets take at least CIFAR's 32 x 32); else None."""
@@ -251,7 +256,55 @@ def load_data(args):
         test = datasets.select_classes(test, classes, relabel=True)
         info = dict(info, n_classes=len(classes), classes=classes,
                     n_train=len(train), n_test=len(test))
+    if args.train_size is not None:
+        if args.train_size > len(train):
+            raise ValueError('--train-size {}: the training set of {} has '
+                             'only {} images'.format(
+                                 args.train_size, describe_data(args),
+                                 len(train)))
+        train = datasets.subset(train, datasets.stratified_indices(
+            datasets.labels_of(train), args.train_size,
+            numpy.random.RandomState([args.seed, _SUBSET_STREAM])))
+        info = dict(info, n_train=len(train))
+    if args.label_noise:
+        labels, flipped = datasets.flip_labels(
+            datasets.labels_of(train), args.label_noise, info['n_classes'],
+            numpy.random.RandomState([args.seed, _LABEL_NOISE_STREAM]))
+        train = chainer.datasets.TupleDataset(train._datasets[0], labels)
+        info = dict(info, n_flipped=len(flipped))
     return train, test, info
+
+
+def split_validation(train, args):
+    """(train, validation): ``args.val_split`` of the training images held
+    out, stratified by class and fixed by the seed; validation is None
+    without --val-split.  The held-out labels carry the same noise as the
+    rest (--label-noise): they are data the user has, not the test set."""
+    if not args.val_split:
+        return train, None
+    labels = datasets.labels_of(train)
+    size = int(round(args.val_split * len(labels)))
+    if not 0 < size < len(labels):
+        raise ValueError('--val-split {}: {} training images leave {} for '
+                         'validation; choose a fraction that holds out at '
+                         'least one and keeps at least one'.format(
+                             args.val_split, len(labels), size))
+    held = datasets.stratified_indices(
+        labels, size, numpy.random.RandomState([args.seed, _VAL_STREAM]))
+    kept = numpy.setdiff1d(numpy.arange(len(labels)), held)
+    return datasets.subset(train, kept), datasets.subset(train, held)
+
+
+def describe_data(args):
+    """The data a run trains on, in words: 'mnist classes 0-4, 5000
+    training images, 40 % label noise'."""
+    parts = [args.dataset + (' classes {}'.format(args.classes)
+                             if args.classes else '')]
+    if args.train_size is not None:
+        parts.append('{} training images'.format(args.train_size))
+    if args.label_noise:
+        parts.append('{:g} % label noise'.format(100 * args.label_noise))
+    return ', '.join(parts)
 
 
 def build_model(args, info):
@@ -400,6 +453,11 @@ class RunConfig(object):
     allow_download: bool = _option(False, _flag)
     dropout: Optional[float] = _option(None, **_in_unit_interval())
     augment: bool = _option(False, _flag)
+    train_size: Optional[int] = _option(None, **_positive())
+    label_noise: float = _option(0.0, _number, check=lambda v: 0 <= v < 1,
+                                 rule='a fraction in [0, 1)')
+    val_split: float = _option(0.0, _number, check=lambda v: 0 <= v < 1,
+                               rule='a fraction in [0, 1)')
     # Training
     samples: int = _option(1, **_positive())
     mc: int = _option(1, **_positive())
@@ -638,6 +696,16 @@ def build_parser():
             '{} {}'.format(name, spec.default_dropout)
             for name, spec in OPTIMIZERS.items())))
     add(g, '--augment', 'random crop (pad 4) and horizontal flip')
+    add(g, '--train-size', 'train on a fixed subset of this many training '
+        'images, each class keeping its share (picked by --seed) (default: '
+        'all)', metavar='N')
+    add(g, '--label-noise', 'fraction of the training labels replaced by '
+        'another class, uniformly (picked by --seed); the test labels stay '
+        'true', metavar='P')
+    add(g, '--val-split', 'fraction of the training images held out, '
+        'stratified, as the validation set of the log and plots; 0: the log '
+        'shows the test set (evaluate.py always uses the test set)',
+        metavar='F')
     g = p.add_argument_group('training')
     add(g, '--samples', 'sample groups across processes (VOGN only); the '
         'number of processes must be a multiple of S', metavar='S')
@@ -694,7 +762,8 @@ def build_parser():
         'after each epoch')
     add(g, '--val-samples', 'each epoch, also report the accuracy and NLL '
         'of the T-sample predictive (VOGN weight samples, MC dropout passes) '
-        'on the test set, as evaluate.py computes them; 0: only the '
+        'on the held-out set (--val-split\'s, else the test set), as '
+        'evaluate.py computes them; 0: only the '
         'mean-weight numbers', metavar='T')
     add(g, '--no-progress', 'no progress bar, for batch jobs (default: a '
         'progress bar)')

@@ -87,9 +87,7 @@ class Run(object):
     @property
     def data(self):
         """The data set and classes the run was trained and is tested on."""
-        classes = ' classes {}'.format(self.args.classes) \
-            if self.args.classes else ''
-        return self.args.dataset + classes
+        return experiment.describe_data(self.args)
 
     def describe(self):
         return '{} {} on {}'.format(self.spec.label, self.args.arch,

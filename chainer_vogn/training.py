@@ -116,6 +116,10 @@ def run(args):
     spec = experiment.OPTIMIZERS[args.optimizer]
 
     train, test, info = experiment.load_data(args)
+    train, held_out = experiment.split_validation(train, args)
+    held_out_name = 'test' if held_out is None else 'validation'
+    if held_out is None:
+        held_out = test
     numpy.random.seed(args.seed)
     model = experiment.build_model(args, info)
     model.to_device(device)
@@ -139,7 +143,7 @@ def run(args):
         shard, args.batchsize,
         order_sampler=chainer.iterators.ShuffleOrderSampler(order_rng))
     test_iter = chainer.iterators.SerialIterator(
-        chainermn.scatter_dataset(test, comm), args.eval_batchsize,
+        chainermn.scatter_dataset(held_out, comm), args.eval_batchsize,
         repeat=False, shuffle=False)
 
     updater = Updater(train_iter, optimizer, device, random_states)
@@ -151,7 +155,8 @@ def run(args):
     predictive = bool(args.val_samples) and spec.sampling != 'point'
     if predictive:
         trainer.extend(validation.PredictiveValidation(
-            chainermn.scatter_dataset(test, comm, force_equal_length=False),
+            chainermn.scatter_dataset(held_out, comm,
+                                      force_equal_length=False),
             model, optimizer, spec.sampling, args.val_samples, comm, device,
             seed=args.seed, batchsize=args.eval_batchsize))
     trainer.extend(CheckFinite())
@@ -163,10 +168,18 @@ def run(args):
     trainer.extend(checkpoint.Snapshot(comm, args.out),
                    trigger=(args.snapshot_interval, 'epoch'))
     if comm.rank == 0:
-        _add_reports(trainer, args, predictive)
+        _add_reports(trainer, args, predictive, held_out_name)
 
     os.makedirs(args.out, exist_ok=True)
     record = config_record(args, comm, optimizer, info)
+    record['held_out'] = {'name': held_out_name, 'size': len(held_out),
+                          'train_size': len(train)}
+    if comm.rank == 0:
+        print('The log\'s validation/* numbers are on the {} set ({} images; '
+              'training on {}){}'.format(
+                  held_out_name, len(held_out), len(train),
+                  '; --val-split F holds training images out instead'
+                  if held_out_name == 'test' else ''))
     if comm.rank == 0 and spec.sampling == 'weights' and None in (
             args.lr, args.tau, args.prior_precision):
         print('VOGN: lr = {:.4g}, tau = {:.4g}, prior precision = {:.4g} '
@@ -194,13 +207,16 @@ def run(args):
     return trainer
 
 
-#: Readable names of the logged series in loss.png and accuracy.png.
-_SERIES_NAMES = {'main/loss': 'training loss',
-                 'validation/main/loss': 'test loss (mean weights)',
-                 'main/accuracy': 'training accuracy',
-                 'validation/main/accuracy': 'test accuracy (mean weights)',
-                 validation.NLL: 'test NLL (predictive)',
-                 validation.ACCURACY: 'test accuracy (predictive)'}
+def _series_names(held_out_name):
+    """Readable names of the logged series in loss.png and accuracy.png;
+    ``held_out_name`` is the set the validation/* series are on."""
+    return {'main/loss': 'training loss',
+            'validation/main/loss': held_out_name + ' loss (mean weights)',
+            'main/accuracy': 'training accuracy',
+            'validation/main/accuracy':
+                held_out_name + ' accuracy (mean weights)',
+            validation.NLL: held_out_name + ' NLL (predictive)',
+            validation.ACCURACY: held_out_name + ' accuracy (predictive)'}
 
 
 class PlainConsole(object):
@@ -230,7 +246,7 @@ class PlainConsole(object):
         self.stream.flush()
 
 
-def _label_plot(ylabel, log_scale):
+def _label_plot(ylabel, log_scale, series_names):
     """PlotReport postprocess: axis labels, series names, scale."""
     def postprocess(figure, axes, summary):
         axes.set_xlabel('epoch')
@@ -238,14 +254,16 @@ def _label_plot(ylabel, log_scale):
         if log_scale:
             axes.set_yscale('log')
         for line in axes.get_lines():
-            line.set_label(_SERIES_NAMES.get(line.get_label(),
+            line.set_label(series_names.get(line.get_label(),
                                              line.get_label()))
     return postprocess
 
 
-def _add_reports(trainer, args, predictive):
+def _add_reports(trainer, args, predictive, held_out_name):
     """Log, console table, progress bar and plots; ``predictive``: the run
-    reports PredictiveValidation's numbers too."""
+    reports PredictiveValidation's numbers too; ``held_out_name``: the set
+    they are on ('test' or 'validation')."""
+    series_names = _series_names(held_out_name)
     console = PlainConsole(sys.stdout)
     trainer.extend(extensions.LogReport(trigger=(1, 'epoch')))
     accuracy_keys, nll_keys = [], []
@@ -261,9 +279,10 @@ def _add_reports(trainer, args, predictive):
         trainer.extend(extensions.PlotReport(
             ['main/loss', 'validation/main/loss'] + nll_keys, 'epoch',
             file_name='loss.png',
-            postprocess=_label_plot('loss (nats, log scale)', True)))
+            postprocess=_label_plot('loss (nats, log scale)', True,
+                                    series_names)))
         trainer.extend(extensions.PlotReport(
             ['main/accuracy', 'validation/main/accuracy'] + accuracy_keys,
             'epoch',
             file_name='accuracy.png',
-            postprocess=_label_plot('accuracy', False)))
+            postprocess=_label_plot('accuracy', False, series_names)))

@@ -282,12 +282,16 @@ def test_loss_plot_is_labelled_on_a_log_axis():
     axes = figure.add_subplot(1, 1, 1)
     axes.plot([1, 2], [40.0, 0.5], label='main/loss')
     axes.plot([1, 2], [10.0, 0.4], label='validation/main/loss')
-    training._label_plot('loss (nats, log scale)', True)(figure, axes, None)
+    axes.plot([1, 2], [9.0, 0.3], label='validation/predictive/nll')
+    training._label_plot('loss (nats, log scale)', True,
+                         training._series_names('validation'))(
+                             figure, axes, None)
     assert axes.get_yscale() == 'log'
     assert axes.get_xlabel() == 'epoch'
     assert axes.get_ylabel() == 'loss (nats, log scale)'
     assert [line.get_label() for line in axes.get_lines()] == [
-        'training loss', 'test loss (mean weights)']
+        'training loss', 'validation loss (mean weights)',
+        'validation NLL (predictive)']
 
 
 def test_logged_validation_is_the_mean_over_test_examples(runs):
