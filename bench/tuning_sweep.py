@@ -3,8 +3,11 @@
 Each setting is a real ``train.py`` run (under ``mpiexec`` for ``--processes``
 > 1) scored by ``evaluate.py``, so every number in docs/tuning.md is what a
 user gets from the same two commands.  One factor moves at a time around
-``--base``; ``--train-size`` takes a fixed random subset of an MNIST-format
-training set (written as idx files into the output folder).
+``--base``; ``--train-size`` and ``--label-noise`` go to every run (train.py's
+study sets).  With ``--val-samples T`` each run also logs the T-sample
+predictive NLL on the test set after every epoch: the table then gives the
+best epoch's NLL and how far the final one has climbed from it, and
+``nll_curves.png`` draws the curves.
 
     python bench/tuning_sweep.py --dataset digits --arch mlp --epochs 10 \\
         --vary tau=1,0.3,0.1 --vary prior-precision=1,10,100 --out runs/sweep
@@ -21,7 +24,6 @@ from _common import REPO, mpiexec_prefix
 
 import numpy
 
-from chainer_vogn import datasets
 from chainer_vogn import experiment
 
 
@@ -39,7 +41,12 @@ def build_parser():
     p.add_argument('--arch', default='mlp')
     p.add_argument('--data-dir', default=None)
     p.add_argument('--train-size', type=int, default=None,
-                   help='random subset of the training set (MNIST format)')
+                   help="train.py's --train-size, for every run")
+    p.add_argument('--label-noise', type=float, default=0.0,
+                   help="train.py's --label-noise, for every run")
+    p.add_argument('--val-samples', type=int, default=0, metavar='T',
+                   help='log the T-sample predictive NLL on the test set '
+                        'after every epoch (0: no curves)')
     p.add_argument('--epochs', type=int, default=10)
     p.add_argument('--processes', type=int, default=1, metavar='P')
     p.add_argument('--samples', type=int, default=1, metavar='S')
@@ -54,26 +61,6 @@ def build_parser():
     return p
 
 
-def subset(args):
-    """A folder with a random ``--train-size`` subset of the training set."""
-    if args.train_size is None:
-        return args.data_dir
-    folder = os.path.join(args.out, 'data-{}'.format(args.train_size))
-    if os.path.isdir(folder):
-        return folder
-    source = args.data_dir or datasets.DEFAULT_DATA_DIR
-    read = datasets.read_mnist_format(source)
-    if read is None:
-        raise SystemExit('--train-size needs MNIST-format files in ' + source)
-    x, t, x_test, t_test = read
-    keep = numpy.sort(numpy.random.RandomState(0).permutation(
-        len(t))[:args.train_size])
-    os.makedirs(folder)
-    datasets.write_mnist_format(folder, x[keep, 0], t[keep], x_test[:, 0],
-                                t_test)
-    return folder
-
-
 def settings(args):
     """(name, optimizer, extra options) of every run."""
     runs = [('vogn-base', 'vogn', args.base.split())]
@@ -86,11 +73,11 @@ def settings(args):
     return runs
 
 
-def train_and_evaluate(args, data_dir, name, optimizer, extra, seed):
+def train_and_evaluate(args, name, optimizer, extra, seed):
     run = os.path.join(args.out, '{}-seed{}'.format(name, seed))
     report = run + '-report'
     if os.path.exists(os.path.join(report, 'report.json')):
-        return _metrics(report)
+        return _metrics(run, report)
     shutil.rmtree(run, ignore_errors=True)
     shutil.rmtree(report, ignore_errors=True)
     mpi = []
@@ -99,14 +86,19 @@ def train_and_evaluate(args, data_dir, name, optimizer, extra, seed):
         mpi = mpiexec_prefix(args.processes, 'self,tcp')
         if optimizer == 'vogn':
             samples = ['--samples', str(args.samples)]
-    data = ['--data-dir', data_dir] if data_dir else []
+    data = ['--data-dir', args.data_dir] if args.data_dir else []
+    if args.train_size is not None:
+        data += ['--train-size', str(args.train_size)]
+    if args.label_noise:
+        data += ['--label-noise', str(args.label_noise)]
     start = time.time()
     trained = subprocess.run(
         mpi + [sys.executable, os.path.join(REPO, 'train.py'),
                '--dataset', args.dataset, '--arch', args.arch,
                '--optimizer', optimizer, '--epochs', str(args.epochs),
                '--seed', str(seed), '--out', run, '--no-progress',
-               '--val-samples', '0'] + data + samples + extra,
+               '--val-samples', str(args.val_samples)] + data + samples +
+        extra,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.time() - start
     if trained.returncode:  # a diverged setting is a result too
@@ -118,39 +110,76 @@ def train_and_evaluate(args, data_dir, name, optimizer, extra, seed):
                     '--mc-samples', str(args.mc_samples), '--out', report],
                    check=True, stdout=subprocess.DEVNULL)
     experiment.write_json(os.path.join(report, 'seconds.json'), seconds)
-    return _metrics(report)
+    return _metrics(run, report)
 
 
-def _metrics(report):
+#: The logged series of the predictive's NLL (VOGN, MC dropout) and of the
+#: one-pass NLL (Adam, SGD), on the test set without --val-split.
+_CURVE_KEYS = ('validation/predictive/nll', 'validation/main/loss')
+
+
+def _metrics(run, report):
+    """evaluate.py's metrics of ``run``, its training seconds and, when it
+    logged them, its per-epoch test NLL (``curve``)."""
     with open(os.path.join(report, 'report.json')) as f:
         metrics = json.load(f)['runs'][0]['metrics']
     seconds = os.path.join(report, 'seconds.json')
     if os.path.exists(seconds):
         with open(seconds) as f:
             metrics['train_seconds'] = json.load(f)
+    with open(os.path.join(run, 'log')) as f:
+        log = json.load(f)
+    key = next(k for k in _CURVE_KEYS if k in log[0])
+    metrics['curve'] = [entry[key] for entry in log]
     return metrics
+
+
+def plot_curves(curves, path):
+    """The mean per-epoch test NLL of each setting, one line each."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        ax.plot(numpy.arange(1, len(curve) + 1), curve, label=name)
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('test NLL (nats)')
+    ax.legend(fontsize='small')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    data_dir = subset(args)
     seeds = [int(s) for s in args.seeds.split(',')]
-    print('| run | accuracy (%) | NLL | ECE | misclassification AUROC | '
-          'train s |')
-    print('|---|---|---|---|---|---|')
+    curves = args.val_samples > 0
+    print('| run | accuracy (%) | NLL | ECE | misclassification AUROC | ' +
+          ('best epoch NLL | final / best | ' if curves else '') + 'train s |')
+    print('|---|---|---|---|---|---|' + ('---|---|' if curves else ''))
+    mean_curves = {}
     for name, optimizer, extra in settings(args):
-        rows = [train_and_evaluate(args, data_dir, name, optimizer, extra,
-                                   seed) for seed in seeds]
+        rows = [train_and_evaluate(args, name, optimizer, extra, seed)
+                for seed in seeds]
 
         def mean(key):
             values = [r.get(key) for r in rows]
             return numpy.mean([numpy.nan if v is None else v for v in values])
 
-        print('| {} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | {:.0f} |'.format(
-            name, 100 * mean('accuracy'), mean('nll'), mean('ece'),
-            mean('misclassification_auroc'), mean('train_seconds')),
-            flush=True)
+        cells = [100 * mean('accuracy'), mean('nll'), mean('ece'),
+                 mean('misclassification_auroc')]
+        text = '| {} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | '.format(name, *cells)
+        if curves and all('curve' in r for r in rows):
+            curve = numpy.mean([r['curve'] for r in rows], axis=0)
+            mean_curves[name] = curve
+            text += '{:.3f} (epoch {}) | {:.2f} | '.format(
+                curve.min(), int(curve.argmin()) + 1, curve[-1] / curve.min())
+        elif curves:
+            text += '- | - | '
+        print(text + '{:.0f} |'.format(mean('train_seconds')), flush=True)
+    if mean_curves:
+        plot_curves(mean_curves, os.path.join(args.out, 'nll_curves.png'))
 
 
 if __name__ == '__main__':

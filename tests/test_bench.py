@@ -73,8 +73,9 @@ def test_kernel_skips_without_a_gpu(tmp_path):
 
 
 def test_tuning_sweep_trains_evaluates_and_tabulates(tmp_path):
-    """One VOGN setting and one baseline on a 300-image subset of fabricated
-    MNIST-format files: the subset is written, every run is scored."""
+    """One VOGN setting and one baseline on a 300-image noisy subset of
+    fabricated MNIST-format files: every run trains on the subset, is
+    scored, and its per-epoch NLL curve is tabulated and drawn."""
     from chainer_vogn import datasets
     rng = numpy.random.RandomState(0)
     source = tmp_path / 'source'
@@ -87,15 +88,28 @@ def test_tuning_sweep_trains_evaluates_and_tabulates(tmp_path):
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, 'bench', 'tuning_sweep.py'),
          '--dataset', 'mnist', '--arch', 'mlp', '--data-dir', str(source),
-         '--train-size', '300', '--epochs', '1', '--vary', 'lr=3e-3',
-         '--baselines', 'adam', '--mc-samples', '2', '--out', str(out)],
+         '--train-size', '300', '--label-noise', '0.2', '--epochs', '2',
+         '--vary', 'lr=3e-3', '--baselines', 'adam', '--mc-samples', '2',
+         '--val-samples', '2', '--out', str(out)],
         capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [line.split('|')[1].strip() for line in proc.stdout.splitlines()
+    rows = [line.split('|')[1:-1] for line in proc.stdout.splitlines()
             if line.startswith('| ') and not line.startswith('| run')]
-    assert rows == ['vogn-base', 'vogn-lr=3e-3', 'adam']
-    subset = datasets.read_mnist_format(str(out / 'data-300'))
-    assert len(subset[1]) == 300 and len(subset[3]) == 50
+    assert [row[0].strip() for row in rows] == [
+        'vogn-base', 'vogn-lr=3e-3', 'adam']
+    for name, row in zip(('vogn-base', 'vogn-lr=3e-3', 'adam'), rows):
+        with open(str(out / (name + '-seed0') / 'log')) as f:
+            log = json.load(f)
+        key = 'validation/main/loss' if name == 'adam' else \
+            'validation/predictive/nll'
+        curve = [entry[key] for entry in log]
+        best = min(curve)
+        assert row[5].strip() == '{:.3f} (epoch {})'.format(
+            best, curve.index(best) + 1)
+        assert row[6].strip() == '{:.2f}'.format(curve[-1] / best)
     config = json.load(open(str(out / 'vogn-lr=3e-3-seed0' /
                                 'config.json')))
     assert config['lr'] == 3e-3 and config['dataset_info']['n_train'] == 300
+    assert config['label_noise'] == 0.2
+    assert config['dataset_info']['n_flipped'] == 60
+    assert (out / 'nll_curves.png').stat().st_size > 0
