@@ -308,7 +308,9 @@ def test_captured_output_has_no_escape_codes(tmp_path):
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert '\x1b' not in result.stdout + result.stderr
-    derived, header = result.stdout.splitlines()[:2]
+    held_out, derived, header = result.stdout.splitlines()[:3]
+    assert held_out.startswith("The log's validation/* numbers are on the "
+                               'test set (360 images; training on 1437)')
     assert derived.startswith('VOGN: lr = 0.001, tau = ')  # derived
     assert header.split()[:3] == ['epoch', 'iteration', 'main/loss']
 
