@@ -260,7 +260,7 @@ def load_data(args):
         if args.train_size > len(train):
             raise ValueError('--train-size {}: the training set of {} has '
                              'only {} images'.format(
-                                 args.train_size, describe_data(args),
+                                 args.train_size, _describe_set(args),
                                  len(train)))
         train = datasets.subset(train, datasets.stratified_indices(
             datasets.labels_of(train), args.train_size,
@@ -295,11 +295,16 @@ def split_validation(train, args):
     return datasets.subset(train, kept), datasets.subset(train, held)
 
 
+def _describe_set(args):
+    """The data set and classes a run draws from: 'mnist classes 0-4'."""
+    return args.dataset + (' classes {}'.format(args.classes)
+                           if args.classes else '')
+
+
 def describe_data(args):
     """The data a run trains on, in words: 'mnist classes 0-4, 5000
     training images, 40 % label noise'."""
-    parts = [args.dataset + (' classes {}'.format(args.classes)
-                             if args.classes else '')]
+    parts = [_describe_set(args)]
     if args.train_size is not None:
         parts.append('{} training images'.format(args.train_size))
     if args.label_noise:

@@ -59,6 +59,9 @@ def assert_one_line(result, status, program, *fragments):
     (['--beta2', '1'], 'beta2 = 1.0 is invalid'),
     (['--optimizer', 'adam', '--mc', '3'], 'mc: 3 applies to vogn only'),
     (['--no-such-option'], 'unrecognized arguments'),
+    (['--label-noise', '1'], 'label_noise: 1.0 is invalid'),
+    (['--label-noise', 'nan'], 'label_noise: nan is invalid'),
+    (['--val-split', '1'], 'val_split: 1.0 is invalid'),
 ])
 def test_bad_option_on_the_command_line(tmp_path, args, message):
     result = _run(TRAIN, SMALL + args + ['--out', str(tmp_path / 'out')])
@@ -96,6 +99,19 @@ def test_missing_config_file_is_named(tmp_path):
 
 
 # train.py: failures while running
+
+@pytest.mark.parametrize('args, fragments', [
+    (['--classes', '0-4', '--train-size', '800'],
+     ['--train-size 800: the training set of digits classes 0-4 has only '
+      '721 images']),
+    (['--train-size', '300', '--val-split', '0.001'],
+     ['--val-split 0.001: 300 training images leave 0 for validation']),
+])
+def test_study_set_that_cannot_be_drawn(tmp_path, args, fragments):
+    result = _run(TRAIN, SMALL + args + ['--out', str(tmp_path / 'out')])
+    assert_one_line(result, 1, 'train.py', *fragments)
+    assert not os.path.exists(str(tmp_path / 'out'))
+
 
 def test_out_under_a_regular_file(tmp_path):
     afile = tmp_path / 'afile'

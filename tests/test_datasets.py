@@ -524,3 +524,132 @@ def test_random_crop_flip_reproducible_and_flips_half():
         if flipped:
             numpy.testing.assert_array_equal(o, image[:, :, ::-1])
 
+
+
+# ---------------------------------------------------------------- study sets
+
+def uneven_labels(seed=0):
+    """2000 shuffled labels of 6 classes with unequal counts (one class of
+    7: its share of a small subset is a fraction of one)."""
+    counts = [800, 500, 400, 193, 100, 7]
+    t = numpy.repeat(numpy.arange(len(counts)), counts).astype(numpy.int32)
+    return numpy.random.RandomState(seed).permutation(t), numpy.array(counts)
+
+
+@pytest.mark.parametrize('size', [1, 13, 150, 999, 1999, 2000])
+def test_stratified_indices_keep_each_class_share(size):
+    t, counts = uneven_labels()
+    index = datasets.stratified_indices(t, size,
+                                        numpy.random.RandomState(3))
+    assert len(index) == size
+    assert len(numpy.unique(index)) == size
+    numpy.testing.assert_array_equal(index, numpy.sort(index))
+    assert index.min() >= 0 and index.max() < len(t)
+    taken = numpy.bincount(t[index], minlength=len(counts))
+    share = size * counts / counts.sum()
+    # Largest remainder: each class gets its share rounded down or up.
+    assert numpy.all(numpy.abs(taken - share) < 1), (taken, share)
+    assert numpy.all(taken <= counts)
+
+
+def test_stratified_indices_fixed_per_seed():
+    t, _ = uneven_labels()
+
+    def draw(seed):
+        return datasets.stratified_indices(t, 300,
+                                           numpy.random.RandomState(seed))
+    numpy.testing.assert_array_equal(draw(5), draw(5))
+    assert not numpy.array_equal(draw(5), draw(6))
+    # Every example of a class can be drawn: over seeds the subsets of the
+    # 7-example class (one example in each) visit all of them.
+    rare = numpy.flatnonzero(t == 5)
+    seen = set()
+    for seed in range(60):
+        seen.update(numpy.intersect1d(draw(seed), rare).tolist())
+    assert seen == set(rare.tolist())
+
+
+def test_subset_takes_the_examples_as_copies():
+    x = numpy.arange(6 * 2, dtype=numpy.float32).reshape(6, 1, 2)
+    t = numpy.array([3, 1, 4, 1, 5, 9], dtype=numpy.int32)
+    part = datasets.subset(chainer.datasets.TupleDataset(x, t), [1, 4, 5])
+    assert len(part) == 3
+    numpy.testing.assert_array_equal(labels(part), [1, 5, 9])
+    numpy.testing.assert_array_equal(part[1][0], x[4])
+    numpy.testing.assert_array_equal(datasets.labels_of(part), [1, 5, 9])
+    assert datasets.labels_of(part).dtype == numpy.int32
+    part._datasets[0][:] = -1
+    assert x.min() == 0  # the original is untouched
+
+
+def test_flip_labels_changes_exactly_the_reported_labels():
+    t = numpy.random.RandomState(1).randint(0, 10, size=1001).astype(
+        numpy.int32)
+    before = t.copy()
+    noisy, flipped = datasets.flip_labels(t, 0.3, 10,
+                                          numpy.random.RandomState(2))
+    numpy.testing.assert_array_equal(t, before)  # the input is untouched
+    assert len(flipped) == round(0.3 * 1001) == 300
+    assert len(numpy.unique(flipped)) == len(flipped)
+    numpy.testing.assert_array_equal(flipped, numpy.sort(flipped))
+    numpy.testing.assert_array_equal(numpy.flatnonzero(noisy != t), flipped)
+    assert noisy.dtype == numpy.int32
+    assert noisy.min() >= 0 and noisy.max() < 10
+
+
+@pytest.mark.parametrize('n, fraction, expected', [
+    (7, 0.3, 2), (10, 0.25, 2), (10, 0.0, 0), (5, 0.99, 5), (1, 0.4, 0)])
+def test_flip_labels_count_is_the_rounded_fraction(n, fraction, expected):
+    t = numpy.zeros(n, dtype=numpy.int32)
+    noisy, flipped = datasets.flip_labels(t, fraction, 3,
+                                          numpy.random.RandomState(0))
+    assert len(flipped) == expected
+    assert numpy.count_nonzero(noisy) == expected
+
+
+def test_flip_labels_fixed_per_seed():
+    t = numpy.random.RandomState(1).randint(0, 10, size=500)
+
+    def flip(seed):
+        return datasets.flip_labels(t, 0.2, 10,
+                                    numpy.random.RandomState(seed))
+    (a, fa), (b, fb), (c, fc) = flip(4), flip(4), flip(5)
+    numpy.testing.assert_array_equal(a, b)
+    numpy.testing.assert_array_equal(fa, fb)
+    assert not numpy.array_equal(fa, fc)
+    assert not numpy.array_equal(a, c)
+
+
+def test_flip_targets_are_uniform_over_the_other_classes():
+    """On 200,000 labels: which labels flip does not depend on the class
+    or the position, and a flipped label of class i goes to each j != i
+    equally often (chi-square tests at p = 1e-4 on a fixed seed)."""
+    from scipy import stats
+    k, n = 10, 200000
+    t = numpy.random.RandomState(7).randint(0, k, size=n).astype(numpy.int32)
+    noisy, flipped = datasets.flip_labels(t, 0.4, k,
+                                          numpy.random.RandomState(8))
+    assert len(flipped) == 80000
+    old, new = t[flipped], noisy[flipped]
+    assert numpy.all(old != new)
+    table = numpy.zeros((k, k))
+    numpy.add.at(table, (old, new), 1)
+    assert numpy.all(numpy.diag(table) == 0)
+    off = ~numpy.eye(k, dtype=bool)
+    expected = (table.sum(axis=1, keepdims=True) / (k - 1)).repeat(k, 1)
+    chi2 = ((table - expected)[off] ** 2 / expected[off]).sum()
+    assert stats.chi2.sf(chi2, k * (k - 2)) > 1e-4, table
+    # Flips per class: 40 % of each class's labels.
+    rate = numpy.bincount(old, minlength=k) / numpy.bincount(t, minlength=k)
+    numpy.testing.assert_allclose(rate, 0.4, atol=0.015)
+    # Flips per tenth of the array: no part is favoured.
+    per_part = numpy.bincount(flipped * 10 // n, minlength=10)
+    chi2 = ((per_part - 8000.0) ** 2 / 8000.0).sum()
+    assert stats.chi2.sf(chi2, 9) > 1e-4, per_part
+
+
+def test_flip_labels_of_two_classes_swaps_them():
+    t = numpy.array([0, 1] * 50, dtype=numpy.int32)
+    noisy, flipped = datasets.flip_labels(t, 0.5, 2,
+                                          numpy.random.RandomState(0))
+    numpy.testing.assert_array_equal(noisy[flipped], 1 - t[flipped])

@@ -112,6 +112,9 @@ def test_smoke_run_learns_and_writes_outputs(runs, opt):
     assert (config['processes'], config['sample_groups'],
             config['data_shards']) == (1, 1, 1)
     assert config['versions']['chainer'] == '7.8.1'
+    assert config['held_out'] == {'name': 'test', 'size': 360,
+                                  'train_size': 1437}
+    assert 'n_flipped' not in config['dataset_info']
     post = chainer_vogn.load_posterior(os.path.join(folder, 'model.npz'))
     assert post.meta['arch'] == 'mlp' and post.meta['optimizer'] == opt
     assert post.is_point_estimate == (opt != 'vogn')
@@ -194,6 +197,63 @@ def test_resume_without_snapshot_starts_afresh(tmp_path):
     assert 'starting afresh' in result.stdout
 
 
+# Study sets: a subset with noisy labels and a held-out validation part
+
+STUDY = ['--train-size', '300', '--label-noise', '0.3', '--val-split', '0.2']
+
+
+def _contents(folder):
+    """{file name: bytes} of everything in ``folder``."""
+    return {name: open(os.path.join(folder, name), 'rb').read()
+            for name in sorted(os.listdir(folder))}
+
+
+def test_study_set_is_recorded_reported_and_fixed_on_resume(tmp_path):
+    run = str(tmp_path / 'run')
+    result = _train(['--optimizer', 'vogn', '--prior-precision', '50',
+                     '--epochs', '1', '--out', run] + STUDY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "The log's validation/* numbers are on the validation set (60 " \
+        'images; training on 240)' in result.stdout
+    with open(os.path.join(run, 'config.json')) as f:
+        config = json.load(f)
+    assert config['held_out'] == {'name': 'validation', 'size': 60,
+                                  'train_size': 240}
+    assert config['dataset_info']['n_flipped'] == 90
+    assert config['dataset_info']['n_train'] == 300
+    assert config['dataset_info']['n_test'] == 360
+    assert (config['train_size'], config['label_noise'],
+            config['val_split']) == (300, 0.3, 0.2)
+    assert config['dataset_size'] == 240  # VOGN's N: the images it trains on
+
+    evaluated = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'evaluate.py'), run,
+         '--mc-samples', '2', '--out', str(tmp_path / 'report')],
+        capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    with open(str(tmp_path / 'report' / 'report.md')) as f:
+        rows = [line for line in f if line.startswith('| run |')]
+    assert len(rows) == 1
+    data = rows[0].split('|')[3].strip()
+    assert data == 'digits, 300 training images, 30 % label noise', data
+
+    # Each of the three options decides the data: a resumption with any
+    # of them changed is refused, naming it, and changes nothing.
+    before = _contents(run)
+    resumed = _train(['--optimizer', 'vogn', '--prior-precision', '50',
+                      '--epochs', '1', '--out', run, '--resume',
+                      '--train-size', '200', '--label-noise', '0.1',
+                      '--val-split', '0.25'])
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr
+    lines = resumed.stderr.splitlines()
+    assert len(lines) == 1, resumed.stderr
+    assert lines[0].startswith('train.py: error: --resume: ')
+    for change in ('--train-size 300 -> 200', '--label-noise 0.3 -> 0.1',
+                   '--val-split 0.2 -> 0.25'):
+        assert change in lines[0], lines[0]
+    assert _contents(run) == before
+
+
 # Non-finite training stops at the step, keeping the last good snapshot
 
 class _PoisonedInSecondEpoch(object):
@@ -248,7 +308,9 @@ def test_captured_output_has_no_escape_codes(tmp_path):
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert '\x1b' not in result.stdout + result.stderr
-    derived, header = result.stdout.splitlines()[:2]
+    held_out, derived, header = result.stdout.splitlines()[:3]
+    assert held_out.startswith("The log's validation/* numbers are on the "
+                               'test set (360 images; training on 1437)')
     assert derived.startswith('VOGN: lr = 0.001, tau = ')  # derived
     assert header.split()[:3] == ['epoch', 'iteration', 'main/loss']
 
