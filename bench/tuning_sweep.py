@@ -46,7 +46,8 @@ def build_parser():
                    help="train.py's --label-noise, for every run")
     p.add_argument('--val-samples', type=int, default=0, metavar='T',
                    help='log the T-sample predictive NLL on the test set '
-                        'after every epoch (0: no curves)')
+                        'after every --val-interval epochs (0: no curves)')
+    p.add_argument('--val-interval', type=int, default=1, metavar='E')
     p.add_argument('--epochs', type=int, default=10)
     p.add_argument('--processes', type=int, default=1, metavar='P')
     p.add_argument('--samples', type=int, default=1, metavar='S')
@@ -97,7 +98,8 @@ def train_and_evaluate(args, name, optimizer, extra, seed):
                '--dataset', args.dataset, '--arch', args.arch,
                '--optimizer', optimizer, '--epochs', str(args.epochs),
                '--seed', str(seed), '--out', run, '--no-progress',
-               '--val-samples', str(args.val_samples)] + data + samples +
+               '--val-samples', str(args.val_samples),
+               '--val-interval', str(args.val_interval)] + data + samples +
         extra,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.time() - start
@@ -129,19 +131,21 @@ def _metrics(run, report):
             metrics['train_seconds'] = json.load(f)
     with open(os.path.join(run, 'log')) as f:
         log = json.load(f)
-    key = next(k for k in _CURVE_KEYS if k in log[0])
-    metrics['curve'] = [entry[key] for entry in log]
+    key = next(k for k in _CURVE_KEYS if any(k in entry for entry in log))
+    metrics['curve'] = [(entry['epoch'], entry[key]) for entry in log
+                        if key in entry]
     return metrics
 
 
 def plot_curves(curves, path):
-    """The mean per-epoch test NLL of each setting, one line each."""
+    """The mean test NLL of each setting by epoch, one line each:
+    ``curves`` maps a name to (epochs, NLLs)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, curve in curves.items():
-        ax.plot(numpy.arange(1, len(curve) + 1), curve, label=name)
+    for name, (epochs, curve) in curves.items():
+        ax.plot(epochs, curve, marker='.', label=name)
     ax.set_xlabel('epoch')
     ax.set_ylabel('test NLL (nats)')
     ax.legend(fontsize='small')
@@ -171,10 +175,13 @@ def main(argv=None):
                  mean('misclassification_auroc')]
         text = '| {} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | '.format(name, *cells)
         if curves and all('curve' in r for r in rows):
-            curve = numpy.mean([r['curve'] for r in rows], axis=0)
-            mean_curves[name] = curve
+            epochs = [epoch for epoch, _ in rows[0]['curve']]
+            curve = numpy.mean([[v for _, v in r['curve']] for r in rows],
+                               axis=0)
+            mean_curves[name] = epochs, curve
             text += '{:.3f} (epoch {}) | {:.2f} | '.format(
-                curve.min(), int(curve.argmin()) + 1, curve[-1] / curve.min())
+                curve.min(), epochs[int(curve.argmin())],
+                curve[-1] / curve.min())
         elif curves:
             text += '- | - | '
         print(text + '{:.0f} |'.format(mean('train_seconds')), flush=True)

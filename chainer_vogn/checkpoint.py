@@ -39,7 +39,7 @@ from chainer_vogn.files import temporaries
 MAY_CHANGE_ON_RESUME = ('allow_download', 'communicator', 'config',
                         'data_dir', 'device', 'epochs', 'eval_batchsize',
                         'out', 'progress', 'resume', 'snapshot_interval',
-                        'val_samples')
+                        'val_interval', 'val_samples')
 
 #: Entries of config.json that depend on the data read, checked once the
 #: data is loaded (another --data-dir must hold the same data).

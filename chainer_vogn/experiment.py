@@ -499,6 +499,7 @@ class RunConfig(object):
     eval_batchsize: int = _option(256, **_positive())
     val_samples: int = _option(10, _integer, check=lambda v: v >= 0,
                                rule='an integer >= 0')
+    val_interval: int = _option(1, **_positive())
     progress: bool = _option(True, _flag)
 
     def __post_init__(self):
@@ -770,6 +771,9 @@ def build_parser():
         'on the held-out set (--val-split\'s, else the test set), as '
         'evaluate.py computes them; 0: only the '
         'mean-weight numbers', metavar='T')
+    add(g, '--val-interval', 'epochs between these evaluations of the '
+        'held-out set (and always after the last epoch): the T-sample '
+        'predictive costs T passes over it', metavar='EPOCHS')
     add(g, '--no-progress', 'no progress bar, for batch jobs (default: a '
         'progress bar)')
     return p

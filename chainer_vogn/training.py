@@ -88,6 +88,19 @@ def weighted_by_examples(model):
     return eval_func
 
 
+def validation_epochs(interval, epochs):
+    """The epochs after which the held-out set is evaluated: every
+    ``interval``-th and the last."""
+    return sorted(set(range(interval, epochs + 1, interval)) | {epochs})
+
+
+def validation_trigger(args):
+    """A trigger of its own for each extension (a trigger keeps state) that
+    fires after the epochs of :func:`validation_epochs`."""
+    return triggers.ManualScheduleTrigger(
+        validation_epochs(args.val_interval, args.epochs), 'epoch')
+
+
 def config_record(args, comm, optimizer, info):
     record = dict(vars(args))
     record.update(
@@ -151,14 +164,15 @@ def run(args):
     evaluator = extensions.Evaluator(test_iter, model, device=device,
                                      eval_func=weighted_by_examples(model))
     trainer.extend(chainermn.create_multi_node_evaluator(evaluator, comm),
-                   trigger=(1, 'epoch'))
+                   trigger=validation_trigger(args))
     predictive = bool(args.val_samples) and spec.sampling != 'point'
     if predictive:
         trainer.extend(validation.PredictiveValidation(
             chainermn.scatter_dataset(held_out, comm,
                                       force_equal_length=False),
             model, optimizer, spec.sampling, args.val_samples, comm, device,
-            seed=args.seed, batchsize=args.eval_batchsize))
+            seed=args.seed, batchsize=args.eval_batchsize),
+            trigger=validation_trigger(args))
     trainer.extend(CheckFinite())
     if args.lr_milestones:
         trainer.extend(extensions.ExponentialShift(spec.lr_attr,

@@ -88,9 +88,9 @@ def test_tuning_sweep_trains_evaluates_and_tabulates(tmp_path):
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, 'bench', 'tuning_sweep.py'),
          '--dataset', 'mnist', '--arch', 'mlp', '--data-dir', str(source),
-         '--train-size', '300', '--label-noise', '0.2', '--epochs', '2',
+         '--train-size', '300', '--label-noise', '0.2', '--epochs', '3',
          '--vary', 'lr=3e-3', '--baselines', 'adam', '--mc-samples', '2',
-         '--val-samples', '2', '--out', str(out)],
+         '--val-samples', '2', '--val-interval', '2', '--out', str(out)],
         capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split('|')[1:-1] for line in proc.stdout.splitlines()
@@ -102,11 +102,13 @@ def test_tuning_sweep_trains_evaluates_and_tabulates(tmp_path):
             log = json.load(f)
         key = 'validation/main/loss' if name == 'adam' else \
             'validation/predictive/nll'
-        curve = [entry[key] for entry in log]
-        best = min(curve)
+        # --val-interval 2 with 3 epochs: after epochs 2 and 3 (the last)
+        curve = {entry['epoch']: entry[key] for entry in log if key in entry}
+        assert sorted(curve) == [2, 3]
+        best = min(curve.values())
         assert row[5].strip() == '{:.3f} (epoch {})'.format(
-            best, curve.index(best) + 1)
-        assert row[6].strip() == '{:.2f}'.format(curve[-1] / best)
+            best, min(curve, key=curve.get))
+        assert row[6].strip() == '{:.2f}'.format(curve[3] / best)
     config = json.load(open(str(out / 'vogn-lr=3e-3-seed0' /
                                 'config.json')))
     assert config['lr'] == 3e-3 and config['dataset_info']['n_train'] == 300

@@ -376,3 +376,11 @@ def test_logged_validation_is_the_mean_over_test_examples(runs):
         numpy.mean(log_p.argmax(axis=1) == t), abs=1e-6)
     assert last['validation/main/loss'] == pytest.approx(
         -numpy.mean(log_p[numpy.arange(len(t)), t]), rel=1e-5)
+
+
+def test_validation_epochs_are_every_interval_and_the_last():
+    assert training.validation_epochs(1, 3) == [1, 2, 3]
+    assert training.validation_epochs(3, 10) == [3, 6, 9, 10]
+    assert training.validation_epochs(5, 50) == [5, 10, 15, 20, 25, 30, 35,
+                                                 40, 45, 50]
+    assert training.validation_epochs(20, 4) == [4]
