@@ -47,9 +47,9 @@ POINT_ESTIMATE_LINKS = (L.BatchNormalization,)
 #: How much noise the weights the data leaves undetermined may add to a
 #: unit's input, relative to the signal's own variance (see derive_defaults).
 NOISE_BUDGET = 3.0
-#: The prior's pull on the mean, delta_t = tau delta / N_eff, when the prior
-#: precision is derived: a weight decay of this size (see derive_defaults).
-PRIOR_PULL = 1e-4
+#: The share of that budget the derived prior holds; the damping holds the
+#: rest (see derive_defaults).
+PRIOR_SHARE = 0.75
 
 
 def widest_fan_in(link):
@@ -73,34 +73,36 @@ def derive_defaults(hp, link):
 
         N_eff gamma / tau + delta >= F / NOISE_BUDGET.
 
-    * delta (None): the prior pulls the mean like a weight decay of
-      PRIOR_PULL, tau delta / N_eff = PRIOR_PULL, so delta = PRIOR_PULL
-      N_eff / tau; with both derived, tau = min(1, NOISE_BUDGET N_eff
-      (gamma + PRIOR_PULL) / F).
-    * tau (None, delta given): the largest tau <= 1 with the bound above,
-      tau = min(1, N_eff gamma / (F / NOISE_BUDGET - delta)).
+    * delta (None): the prior holds PRIOR_SHARE of that bound,
+      delta = PRIOR_SHARE F / NOISE_BUDGET = F / 4: a proper prior N(0, 4 / F)
+      on every weight, twice the LeCun initialisation's std of the widest
+      unit, whatever the data set's size.
+    * tau (None): the largest tau <= 1 that keeps the bound,
+      tau = min(1, N_eff gamma / (F / NOISE_BUDGET - delta)), 1 when the
+      prior alone keeps it; with delta derived, min(1, 12 N_eff gamma / F).
 
-    Data sets that are large next to the model keep the Bayesian tau = 1;
-    small ones get a tempered posterior, without which VOGN's samples are
-    noise (docs/tuning.md has the measurements).
+    Data sets that are large next to the model get the Bayesian tau = 1.
+    Small ones get a tempered posterior whose prior still pulls the mean
+    like a weight decay of tau delta / N_eff = 3 gamma, strong enough that
+    the mean does not learn wrong labels by heart (docs/tuning.md has the
+    measurements).
     """
     n_eff = hp.aug_factor * hp.dataset_size
     need = widest_fan_in(link) / NOISE_BUDGET
-    tau, delta = hp.tau, hp.prior_precision
+    delta = hp.prior_precision
+    if delta is None:
+        delta = PRIOR_SHARE * need
+    tau = hp.tau
     if tau is None:
-        if hp.damping <= 0:
+        if need <= delta:
+            tau = 1.0
+        elif hp.damping <= 0:
             raise ValueError(
                 'VOGN: tau cannot be derived with damping = {!r}: pass tau '
                 '(1 is the Bayesian posterior) or a damping > 0'.format(
                     hp.damping))
-        if delta is None:
-            tau = min(1.0, n_eff * (hp.damping + PRIOR_PULL) / need)
-        elif need <= delta:
-            tau = 1.0
         else:
             tau = min(1.0, n_eff * hp.damping / (need - delta))
-    if delta is None:
-        delta = PRIOR_PULL * n_eff / tau
     return tau, delta
 
 

@@ -430,18 +430,17 @@ class _Widths(chainer.Chain):
 
 
 @pytest.mark.parametrize('kwargs, tau, prior', [
-    # both derived: tau = min(1, 3 N_eff (gamma + 1e-4) / F), then
-    # prior = 1e-4 N_eff / tau
-    (dict(dataset_size=100), 3 * 100 * 1.1e-3 / 20,
-     1e-4 * 100 / (3 * 100 * 1.1e-3 / 20)),
+    # both derived: prior = 3/4 of F / 3 = 5, then
+    # tau = min(1, N_eff gamma / (F / 3 - prior))
+    (dict(dataset_size=100), 0.1 / (20 / 3 - 5), 5.0),
     (dict(dataset_size=400, aug_factor=2.0, damping=2e-3),
-     3 * 800 * 2.1e-3 / 20, 1e-4 * 800 / (3 * 800 * 2.1e-3 / 20)),
-    (dict(dataset_size=100000), 1.0, 1e-4 * 100000),  # large: Bayesian
+     1.6 / (20 / 3 - 5), 5.0),
+    (dict(dataset_size=100000), 1.0, 5.0),  # large: Bayesian
     # prior given: tau = min(1, N_eff gamma / (F / 3 - prior))
     (dict(dataset_size=100, prior_precision=1.0), 0.1 / (20 / 3 - 1), 1.0),
     (dict(dataset_size=100, prior_precision=7.0), 1.0, 7.0),
-    # tau given: prior = 1e-4 N_eff / tau
-    (dict(dataset_size=300, tau=0.5), 0.5, 1e-4 * 300 / 0.5),
+    # tau given: the prior is still F / 4, whatever the data set's size
+    (dict(dataset_size=300, tau=0.5), 0.5, 5.0),
     (dict(dataset_size=300, tau=0.5, prior_precision=3.0), 0.5, 3.0),
 ])
 def test_tau_and_prior_are_derived_from_data_damping_and_the_widest_unit(
@@ -455,17 +454,19 @@ def test_tau_and_prior_are_derived_from_data_damping_and_the_widest_unit(
 @pytest.mark.parametrize('n', [100, 3000, 100000])
 def test_derived_values_keep_flat_directions_within_the_noise_budget(n):
     """With s = 0, the widest unit's input noise F sigma^2 is the budget (3)
-    when tau is tempered, and below it when tau = 1; the prior pulls the
-    mean with delta_t = 1e-4 either way."""
+    when tau is tempered, and below it when tau = 1; the prior's share of
+    the precision of such a weight is 3/4 while tempered, and the prior is
+    N(0, 4 / F) whatever n is."""
     opt = chainer_vogn.VOGN(n).setup(_Widths())
     delta_t = opt.tau * opt.prior_precision / n
     sigma2 = opt.tau / (n * (0 + delta_t + opt.damping))  # the spec, s = 0
     noise = 20 * sigma2
     if opt.tau < 1:
         assert noise == pytest.approx(3.0, rel=1e-5)
+        assert delta_t / (delta_t + opt.damping) == pytest.approx(0.75)
     else:
         assert noise < 3.0
-    assert opt.tau * opt.prior_precision / n == pytest.approx(1e-4)
+    assert 1 / opt.prior_precision == pytest.approx(4 / 20)
 
 
 def test_given_values_are_kept():
@@ -480,7 +481,7 @@ def test_tau_of_lazy_links_is_derived_at_the_first_update():
     assert opt.tau is None and opt.prior_precision is None
     x = numpy.random.RandomState(0).randn(4, 30).astype(numpy.float32)
     opt.update(model, x, numpy.array([0, 1, 2, 0], numpy.int32))
-    assert opt.tau == pytest.approx(3 * 50 * 1.1e-3 / 30)
+    assert opt.tau == pytest.approx(50 * 1e-3 / (30 / 3 - 30 / 4))
 
 
 def test_tau_cannot_be_derived_without_damping():
