@@ -3,7 +3,10 @@
 # Adam and MC-dropout baselines, then evaluate.py on the three runs, all in
 # one folder. `make demo` runs it. By default it trains a small MLP on the
 # CPU on scikit-learn's bundled 8x8 digits, classes 0-4, and evaluates with
-# classes 5-9 as out-of-distribution data: a few minutes on two cores.
+# classes 5-9 as out-of-distribution data; then the same three again on the
+# same images with 30 % of their labels wrong (NOISE), trained for longer,
+# where Adam learns the wrong labels by heart and VOGN stays calibrated:
+# a few minutes on two cores.
 #
 #   bash jobscripts/local.sh
 #   DEVICE=0 NP=4 SAMPLES=2 OUT=gpu-demo bash jobscripts/local.sh   # 4 GPUs
@@ -16,6 +19,8 @@ cd "$(dirname "$0")/.."
 
 OUT=${OUT:-demo-output}       # runs in $OUT/{vogn,adam,mcdropout}, report in $OUT/report
 EPOCHS=${EPOCHS:-10}
+NOISE=${NOISE-0.3}            # then label noise: runs and report in $OUT/noisy; empty: skip
+NOISY_EPOCHS=${NOISY_EPOCHS:-40}
 # More train.py options for VOGN; none: its defaults, with tau and the prior
 # precision derived from the data set size and the model (docs/tuning.md).
 VOGN_OPTIONS=${VOGN_OPTIONS:-}
@@ -59,27 +64,39 @@ if ((DEVICE >= 0)); then  # rank r uses GPU DEVICE + r: check them first
   "$PYTHON" -m chainer_vogn.preflight --gpus $((DEVICE + NP)) --launcher "$MPIEXEC"
 fi
 
-train() {  # train OPTIMIZER PROCESSES [more train.py options]
-  local optimizer=$1 processes=$2
-  shift 2
-  echo "== $optimizer on $processes process(es)"
+train() {  # train FOLDER OPTIMIZER PROCESSES [more train.py options]
+  local folder=$1 optimizer=$2 processes=$3
+  shift 3
+  echo "== $optimizer on $processes process(es) ($folder)"
   "${mpi[@]}" -n "$processes" "$PYTHON" train.py --optimizer "$optimizer" \
-    "${data[@]}" --epochs "$EPOCHS" --device "$DEVICE" \
-    --communicator "$communicator" --out "$OUT/$optimizer" --resume \
-    --no-progress "$@"
+    "${data[@]}" --device "$DEVICE" --communicator "$communicator" \
+    --out "$folder/$optimizer" --resume --no-progress "$@"
 }
 
 read -r -a vogn_options <<<"$VOGN_OPTIONS"
-train vogn "$NP" --samples "$SAMPLES" ${vogn_options[@]+"${vogn_options[@]}"}
-# The baselines on D = P / S processes: the same examples per step as VOGN.
-train adam $((NP / SAMPLES))
-train mcdropout $((NP / SAMPLES))
-echo "== evaluate.py on $NP process(es)"
-"${mpi[@]}" -n "$NP" "$PYTHON" evaluate.py "$OUT/vogn" "$OUT/adam" \
-  "$OUT/mcdropout" --ood "$OOD" --mc-samples "$MC_SAMPLES" \
-  --device "$DEVICE" --out "$OUT/report"
+compare() {  # compare FOLDER [more train.py options]: three runs, one report
+  local folder=$1
+  shift
+  train "$folder" vogn "$NP" --samples "$SAMPLES" "$@" \
+    ${vogn_options[@]+"${vogn_options[@]}"}
+  # The baselines on D = P / S processes: the same examples per step as VOGN.
+  train "$folder" adam $((NP / SAMPLES)) "$@"
+  train "$folder" mcdropout $((NP / SAMPLES)) "$@"
+  echo "== evaluate.py on $NP process(es) ($folder)"
+  "${mpi[@]}" -n "$NP" "$PYTHON" evaluate.py "$folder/vogn" "$folder/adam" \
+    "$folder/mcdropout" --ood "$OOD" --mc-samples "$MC_SAMPLES" \
+    --device "$DEVICE" --out "$folder/report"
+}
+
+compare "$OUT" --epochs "$EPOCHS"
+if [[ -n $NOISE ]]; then
+  compare "$OUT/noisy" --epochs "$NOISY_EPOCHS" --label-noise "$NOISE"
+fi
 
 echo
 echo "Everything is in $(cd "$OUT" && pwd):"
 echo "  vogn/ adam/ mcdropout/  the runs (model.npz, config.json, log, loss.png)"
 echo "  report/                 report.md, gallery.png, roc_ood.png, reliability.png, report.json"
+if [[ -n $NOISE ]]; then
+  echo "  noisy/                  the same with $NOISE of the training labels wrong: noisy/report/report.md"
+fi

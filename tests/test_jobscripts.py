@@ -444,7 +444,7 @@ def test_local_script_command_lines(stubs, device, communicator):
     out = str(stubs.tmp_path / 'out')
     result, calls = stubs(script('local.sh'), {
         'OUT': out, 'NP': '4', 'SAMPLES': '2', 'DEVICE': device,
-        'MPIEXEC': 'mpiexec', 'EPOCHS': '3'})
+        'MPIEXEC': 'mpiexec', 'EPOCHS': '3', 'NOISY_EPOCHS': '7'})
     assert result.returncode == 0, result.stderr
     flags = ['--oversubscribe'] + (['--allow-run-as-root']
                                    if os.getuid() == 0 else [])
@@ -452,22 +452,32 @@ def test_local_script_command_lines(stubs, device, communicator):
     for launch in launches(calls):
         assert launch['options'] == flags + ['-n', str(launch['processes'])]
         found.append(launch)
-    vogn, adam, mcdropout, evaluate = found
     preflight = [c['argv'] for c in calls if c['prog'] == 'python']
     assert preflight == ([['-m', 'chainer_vogn.preflight', '--gpus', '4',
                            '--launcher', 'mpiexec']] if device == '0' else [])
-    for launch, optimizer, processes in [(vogn, 'vogn', 4), (adam, 'adam', 2),
-                                         (mcdropout, 'mcdropout', 2)]:
-        args = launch['args']
-        assert launch['processes'] == processes
-        assert (args.optimizer, args.dataset, args.arch, args.classes,
-                args.epochs) == (optimizer, 'digits', 'mlp', '0-4', 3)
-        assert (args.device, args.communicator) == (int(device), communicator)
-        assert args.out == os.path.join(out, optimizer) and args.resume
-    assert vogn['args'].samples == 2
-    assert evaluate['processes'] == 4
-    assert evaluate['args'].runs == [os.path.join(out, r) for r in RUN_FOLDERS]
-    assert evaluate['args'].ood == 'holdout:5-9'
+    # The clean comparison, then the same with 30 % wrong labels.
+    assert len(found) == 8
+    for stage, epochs, noise in [(found[:4], 3, 0.0),
+                                 (found[4:], 7, 0.3)]:
+        folder = out if noise == 0 else os.path.join(out, 'noisy')
+        vogn, adam, mcdropout, evaluate = stage
+        for launch, optimizer, processes in [(vogn, 'vogn', 4),
+                                             (adam, 'adam', 2),
+                                             (mcdropout, 'mcdropout', 2)]:
+            args = launch['args']
+            assert launch['processes'] == processes
+            assert (args.optimizer, args.dataset, args.arch, args.classes,
+                    args.epochs, args.label_noise) == (
+                        optimizer, 'digits', 'mlp', '0-4', epochs, noise)
+            assert (args.device, args.communicator) == (int(device),
+                                                        communicator)
+            assert args.out == os.path.join(folder, optimizer) and args.resume
+        assert vogn['args'].samples == 2
+        assert evaluate['processes'] == 4
+        assert evaluate['args'].runs == [os.path.join(folder, r)
+                                         for r in RUN_FOLDERS]
+        assert evaluate['args'].out == os.path.join(folder, 'report')
+        assert evaluate['args'].ood == 'holdout:5-9'
 
 
 # Refusals: before anything runs, naming the variable
@@ -538,14 +548,15 @@ def mpiexec_binary():
     return found
 
 
-def local_env(out):
-    return dict(os.environ, OUT=out, EPOCHS='2', PYTHON=sys.executable,
-                MPIEXEC=mpiexec_binary())
+def local_env(out, noise='0.3'):
+    return dict(os.environ, OUT=out, EPOCHS='2', NOISY_EPOCHS='1',
+                NOISE=noise, PYTHON=sys.executable, MPIEXEC=mpiexec_binary())
 
 
-def run_local(out):
-    return subprocess.run(['bash', script('local.sh')], env=local_env(out),
-                          capture_output=True, text=True, timeout=300)
+def run_local(out, noise='0.3'):
+    return subprocess.run(['bash', script('local.sh')],
+                          env=local_env(out, noise), capture_output=True,
+                          text=True, timeout=600)
 
 
 @pytest.fixture(scope='module')
@@ -577,6 +588,18 @@ def test_local_script_end_to_end(demo):
         assert config['epochs'] == 2 and config['dataset'] == 'digits'
         layouts[run] = (config['processes'], config['sample_groups'])
     assert layouts == {'vogn': (2, 2), 'adam': (1, 1), 'mcdropout': (1, 1)}
+    noisy = os.path.join(out, 'noisy')
+    assert 'noisy/report/report.md' in result.stdout
+    with open(os.path.join(noisy, 'report', 'report.json')) as f:
+        runs = json.load(f)['runs']
+    assert [run['data'] for run in runs] == [
+        'digits classes 0-4, 30 % label noise'] * 3
+    for run in RUN_FOLDERS:
+        with open(os.path.join(noisy, run, 'config.json')) as f:
+            config = json.load(f)
+        assert config['finished'] and config['label_noise'] == 0.3
+        # 30 % of the 719 training images of classes 0-4
+        assert config['dataset_info']['n_flipped'] == 216
 
 
 def session_processes(sid):
@@ -597,7 +620,9 @@ def session_processes(sid):
 def test_local_script_resumes_after_a_kill(demo, tmp_path):
     whole, _ = demo
     out = str(tmp_path / 'out')
-    proc = subprocess.Popen(['bash', script('local.sh')], env=local_env(out),
+    # The label-noise stage resumes the same way; the clean one suffices.
+    proc = subprocess.Popen(['bash', script('local.sh')],
+                            env=local_env(out, noise=''),
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     first = [os.path.join(out, 'vogn', 'snapshot_rank{}_epoch1.npz'.format(r))
@@ -620,9 +645,10 @@ def test_local_script_resumes_after_a_kill(demo, tmp_path):
     assert not os.path.exists(os.path.join(out, 'vogn', 'model.npz')), \
         'VOGN finished before it could be killed'
 
-    result = run_local(out)
+    result = run_local(out, noise='')
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'resuming from epoch 1' in result.stdout
+    assert not os.path.exists(os.path.join(out, 'noisy'))
     for run in RUN_FOLDERS:
         assert_same_posterior(os.path.join(out, run), os.path.join(whole, run))
     with open(os.path.join(out, 'vogn', 'log')) as f:
