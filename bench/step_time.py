@@ -93,7 +93,7 @@ class BackwardTimer(chainer.FunctionHook):
 
 def timed_vogn_step(opt, clock):
     """A function running ``opt.update`` with its parts timed in ``clock``."""
-    for method, phase in (('_put_sample', 'sampling'),
+    for method, phase in (('_sample', 'sampling'),
                           ('reduce_statistics', 'communication'),
                           ('_apply_update', 'update')):
         setattr(opt, method, timed(getattr(opt, method), clock, phase))

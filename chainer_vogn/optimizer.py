@@ -22,6 +22,7 @@ from chainer.backends import cuda
 import chainer.links as L
 from chainer import optimizer
 
+from chainer_vogn import posterior
 from chainer_vogn.curvature import SquaredGradientHook
 
 _default_hyperparam = optimizer.Hyperparameter()
@@ -448,11 +449,9 @@ class VOGN(optimizer.GradientMethod):
     def _sample_statistics(self, named, step, lossfun, args, kwds):
         """Spec steps 2-3 on this process, as :class:`SampleStatistics`."""
         hook = SquaredGradientHook(named)
-        mus = [(p, p.array) for _, p in named]
         grads, curvatures, losses, observations = {}, {}, [], []
-        try:
-            for k in range(self.num_samples):
-                self._put_sample(named, mus, step, k)
+        for k in range(self.num_samples):
+            with posterior.sampled(self.target, self._sample(named, step, k)):
                 self.target.cleargrads()
                 observation = {}
                 with _reports_into(observation):
@@ -460,12 +459,9 @@ class VOGN(optimizer.GradientMethod):
                 _check_loss(loss)
                 with hook:
                     loss.backward()
-                losses.append(loss.array)
-                observations.append(observation)
-                self._accumulate(named, hook.squared, grads, curvatures, k)
-        finally:
-            for param, mu in mus:
-                param.array = mu
+            losses.append(loss.array)
+            observations.append(observation)
+            self._accumulate(named, hook.squared, grads, curvatures, k)
         for name in grads:
             grads[name] /= self.num_samples
             curvatures[name] /= self.num_samples
@@ -473,12 +469,11 @@ class VOGN(optimizer.GradientMethod):
                                 sum(losses) / len(losses),
                                 _mean_observation(observations))
 
-    def _put_sample(self, named, mus, step, k):
-        """Put sample k of ``step``, w = mu + sigma * eps, into the params."""
+    def _sample(self, named, step, k):
+        """Sample k of ``step``, w = mu + sigma * eps, as {name: array}."""
         eps = self._draw_eps(named, step, k)
-        for (name, param), (_, mu) in zip(named, mus):
-            param.array = mu
-            param.array = param.update_rule.sample(param, eps[name])
+        return {name: param.update_rule.sample(param, eps[name])
+                for name, param in named}
 
     def _apply_update(self, named, curvatures):
         """Spec steps 4-8 for every parameter; param.grad holds g_hat."""

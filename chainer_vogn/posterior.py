@@ -6,6 +6,7 @@ running statistics), and ``meta`` (a JSON string: hyperparameters, step).
 Point weights (Adam, SGD) are stored the same way with sigma = 0, so
 evaluation reads every run alike.
 """
+import contextlib
 import json
 import os
 
@@ -85,9 +86,11 @@ class Posterior(object):
                 '--arch and dataset?'.format(missing, extra, wrong))
         return params
 
-    def load_into(self, model, rng=None):
-        """Put mu (rng None) or one sample mu + sigma * eps into ``model``."""
+    def _values(self, model, rng=None):
+        """({name: array} of mu (rng None) or of one sample mu + sigma * eps,
+        {name: array} of the persistent values), on the model's devices."""
         params = self._check_fits(model)
+        weights = {}
         for name, param in params.items():
             value = self.mu[name]
             if rng is not None:
@@ -95,11 +98,60 @@ class Posterior(object):
                     value.shape).astype(value.dtype)
             if param.array is None:
                 param.initialize(value.shape)
-            param.array = param.device.send(value.astype(param.dtype))
-        for name, link, attr, old in _persistent_slots(model):
-            if name in self.persistent:
-                setattr(link, attr, backend.get_device_from_array(old).send(
-                    self.persistent[name].astype(old.dtype)))
+            weights[name] = param.device.send(value.astype(param.dtype))
+        persistent = {
+            name: backend.get_device_from_array(old).send(
+                self.persistent[name].astype(old.dtype))
+            for name, _, _, old in _persistent_slots(model)
+            if name in self.persistent}
+        return weights, persistent
+
+    def load_into(self, model):
+        """Put mu and the persistent values into ``model``, to stay."""
+        weights, persistent = self._values(model)
+        params = dict(model.namedparams())
+        for name, value in weights.items():
+            params[name].array = value
+        for name, link, attr, _ in _persistent_slots(model):
+            if name in persistent:
+                setattr(link, attr, persistent[name])
+
+    def sampled(self, model, rng=None):
+        """:func:`sampled` with mu (rng None) or one sample mu + sigma * eps
+        of this posterior, and its persistent values, in ``model``."""
+        return sampled(model, *self._values(model, rng))
+
+
+@contextlib.contextmanager
+def sampled(link, weights, persistent=None):
+    """Run the body with ``weights`` ({parameter name: array}) in the
+    parameters of ``link`` and ``persistent`` ({name: array}) in its
+    persistent values; afterwards each holds its own array again (mu),
+    also when the body raises.
+
+    This is the one way weights are put into a model for a while: the
+    optimizer's step, the validation during training and the predictive go
+    through it, so that no model is left holding a weight sample, which a
+    later step or save would take for the mean.  Names missing from
+    ``weights`` or ``persistent`` keep their arrays.
+    """
+    persistent = persistent or {}
+    params = dict(link.namedparams())
+    slots = [(owner, attr, value) for name, owner, attr, value in
+             _persistent_slots(link) if name in persistent]
+    kept = [(param, param.array) for param in params.values()]
+    try:
+        for name, value in weights.items():
+            params[name].array = value
+        for name, owner, attr, _ in _persistent_slots(link):
+            if name in persistent:
+                setattr(owner, attr, persistent[name])
+        yield
+    finally:
+        for param, array in kept:
+            param.array = array
+        for owner, attr, value in slots:
+            setattr(owner, attr, value)
 
 
 def _persistent_slots(model):

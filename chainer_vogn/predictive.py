@@ -103,6 +103,10 @@ def iterate_samples(model, posterior, method, inputs, samples, seed=0,
     ``logits`` is a list with one float32 (N_k, C) array per input.
     MC dropout runs with cuDNN off on GPUs, as cuDNN's dropout masks ignore
     CuPy's seed.  Dropout reseeds NumPy's/CuPy's global generator.
+    ``model`` holds the posterior's mu or sample only while a sample is
+    computed (:meth:`~chainer_vogn.posterior.Posterior.sampled`): it is left
+    with its own weights and persistent values, and on its own device, also
+    when a pass raises.
     """
     if method not in experiment.SAMPLINGS:
         raise ValueError("method must be 'weights', 'dropout' or 'point', "
@@ -110,16 +114,24 @@ def iterate_samples(model, posterior, method, inputs, samples, seed=0,
     if batchsize < 1:
         raise ValueError('batchsize must be >= 1, got {}'.format(batchsize))
     device = chainer.get_device('@numpy' if device is None else device)
-    model.to_device(device)
-    if method != 'weights':
-        posterior.load_into(model)
-    for t in samples:
-        if t < 0:
-            raise ValueError('sample indices must be >= 0, got {}'.format(t))
-        seq = numpy.random.SeedSequence([seed, t])
-        if method == 'weights':
-            posterior.load_into(model, numpy.random.default_rng(seq))
-        yield t, _passes(model, method, inputs, device, batchsize, seq)
+    home = model.device
+    if home != device:
+        model.to_device(device)
+    try:
+        for t in samples:
+            if t < 0:
+                raise ValueError('sample indices must be >= 0, got '
+                                 '{}'.format(t))
+            seq = numpy.random.SeedSequence([seed, t])
+            rng = numpy.random.default_rng(seq) if method == 'weights' \
+                else None
+            with posterior.sampled(model, rng):
+                logits = _passes(model, method, inputs, device, batchsize,
+                                 seq)
+            yield t, logits
+    finally:
+        if home != device:
+            model.to_device(home)
 
 
 def predict(model, posterior, method, inputs, n_samples, seed=0, device=None,

@@ -9,8 +9,9 @@ and NLL of the T-sample predictive
 
 drawn as evaluate.py draws it (:mod:`chainer_vogn.predictive`), on this
 rank's share of the test set, summed over all ranks.  Training is left as
-it was: the mean weights and NumPy's global generator (which training's
-dropout draws from) are restored afterwards, so resumed runs stay exact.
+it was: the predictive puts the mean weights back itself, and NumPy's global
+generator (which training's dropout draws from) is restored afterwards, so
+resumed runs stay exact.
 """
 import numpy
 
@@ -65,7 +66,6 @@ class PredictiveValidation(training.Extension):
                 seed=self.seed, device=self.device,
                 batchsize=self.batchsize))
         finally:
-            now.load_into(self.model)
             numpy.random.set_state(global_state)
         n = len(self.t)
         local = numpy.zeros(3)

@@ -393,6 +393,23 @@ def test_nan_loss_leaves_the_last_good_mean():
                                          state[name])
 
 
+def test_failing_lossfun_leaves_the_mean():
+    """The loss fails at a weight sample: the parameters hold mu again."""
+    model, opt, x, t = _setup(init_precision=1.0)
+    before = {n: p.array.copy() for n, p in model.namedparams()}
+    seen = []
+
+    def lossfun(a, b):
+        seen.append(model.fc.W.array.copy())
+        raise RuntimeError('out of memory')
+
+    with pytest.raises(RuntimeError, match='out of memory'):
+        opt.update(lossfun, x, t)
+    assert not numpy.array_equal(seen[0], before['/fc/W'])
+    for name, p in model.namedparams():
+        assert p.array.tobytes() == before[name].tobytes(), name
+
+
 @pytest.mark.parametrize('kwargs, name', [
     (dict(dataset_size=0), 'dataset_size'),
     (dict(dataset_size=-5), 'dataset_size'),

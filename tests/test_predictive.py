@@ -1,9 +1,9 @@
 """Predictive distributions: Monte Carlo averaging against closed forms, the
 seed convention, MC dropout, OOD inputs and the errors on bad runs."""
-import argparse
 import json
 import os
 import struct
+from unittest import mock
 
 import numpy
 import pytest
@@ -232,10 +232,9 @@ def test_parse_ood():
 
 def run_args(**changes):
     options = dict(optimizer='adam', arch='mlp', dataset='digits',
-                   data_dir=None, allow_download=False, classes='0-4',
-                   dropout=0.0, seed=0)
+                   classes='0-4', dropout=0.0)
     options.update(changes)
-    return argparse.Namespace(**options)
+    return experiment.RunConfig(**options)
 
 
 def test_holdout_is_the_held_out_test_classes():
@@ -382,3 +381,81 @@ def test_dropout_sample_is_the_same_on_every_input(tmp_path):
     both = logits_of(model, post, 'dropout', [x, y], [2])
     alone = logits_of(model, post, 'dropout', [y], [2])
     numpy.testing.assert_array_equal(both[1], alone[0])
+
+
+# The caller's model is left as it was
+
+def _bn_model_and_posterior(tmp_path):
+    """A model with persistent values (BatchNormalization running
+    statistics) and a posterior of another model, with its own mu, sigma
+    and running statistics."""
+    from bruteforce import MixedNet
+    trained = L.Classifier(MixedNet(seed=1))
+    trained.predictor.bn.avg_mean[:] = 0.5
+    trained.predictor.bn.avg_var[:] = 2.0
+    std = {name: numpy.full_like(p.array, 0.1)
+           for name, p in trained.namedparams()}
+    post = saved(tmp_path, trained, std)
+    return L.Classifier(MixedNet(seed=0)), post
+
+
+def _state_of(model):
+    """Copies of every parameter array and persistent value of ``model``."""
+    state = {'param' + n: p.array.copy() for n, p in model.namedparams()}
+    state.update(('persistent' + name, value.copy())
+                 for name, _, _, value in posterior._persistent_slots(model))
+    return state
+
+
+def _assert_bitwise_equal(before, model):
+    after = _state_of(model)
+    assert sorted(after) == sorted(before)
+    for name, value in before.items():
+        assert after[name].tobytes() == value.tobytes(), name
+
+
+@pytest.mark.parametrize('method', ['weights', 'dropout', 'point'])
+def test_predict_leaves_the_model_unchanged(tmp_path, method):
+    model, post = _bn_model_and_posterior(tmp_path)
+    post.meta['optimizer'] = {'weights': 'vogn', 'dropout': 'mcdropout',
+                              'point': 'adam'}[method]
+    before = _state_of(model)
+    x = numpy.random.RandomState(0).randn(5, 2, 6, 6).astype(numpy.float32)
+    found = chainer_vogn.predict((post, model), x, num_samples=3)
+    assert found.probs.shape == (5, 4)
+    _assert_bitwise_equal(before, model)
+
+
+def test_predict_leaves_the_model_unchanged_when_a_pass_raises(tmp_path):
+    """The second sample's forward fails midway (after the model holds the
+    sample): the model still gets its own weights back."""
+    model, post = _bn_model_and_posterior(tmp_path)
+    before = _state_of(model)
+    forward = type(model.predictor.fc).forward
+    calls = []
+
+    def failing(link, x):
+        calls.append(link.W.array.copy())
+        if len(calls) == 2:
+            raise RuntimeError('out of memory')
+        return forward(link, x)
+
+    x = numpy.zeros((2, 2, 6, 6), numpy.float32)
+    with mock.patch.object(type(model.predictor.fc), 'forward', failing):
+        with pytest.raises(RuntimeError, match='out of memory'):
+            chainer_vogn.predict((post, model), x, num_samples=3)
+    # The failing pass ran on a sample of the posterior, not on the model's.
+    assert not numpy.array_equal(calls[1], before['param/predictor/fc/W'])
+    _assert_bitwise_equal(before, model)
+
+
+def test_sampled_restores_mu_also_on_an_exception():
+    model = mlp()
+    before = _state_of(model)
+    sample = {name: p.array + 1 for name, p in model.namedparams()}
+    with pytest.raises(KeyError):
+        with posterior.sampled(model, sample):
+            for name, p in model.namedparams():
+                numpy.testing.assert_array_equal(p.array, sample[name])
+            raise KeyError('x')
+    _assert_bitwise_equal(before, model)
