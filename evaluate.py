@@ -13,11 +13,12 @@ import sys
 
 import chainer_vogn  # NOQA: makes chainer importable on every stack
 from chainer_vogn import datasets
+from chainer_vogn import errors
 from chainer_vogn import evaluation
-from chainer_vogn import experiment
 from chainer_vogn import mpi
 from chainer_vogn import ood
-from chainer_vogn.experiment import at_least
+from chainer_vogn import run_options
+from chainer_vogn.run_options import at_least
 
 
 def _ood(text):
@@ -29,7 +30,7 @@ def _ood(text):
 
 
 def build_parser():
-    p = experiment.ArgumentParser(
+    p = run_options.ArgumentParser(
         prog='evaluate.py',
         description='Evaluate train.py runs: VOGN with T weight samples, MC '
                     'dropout with T dropout passes, Adam/SGD with one pass. '
@@ -69,7 +70,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     mpi.require_mpi('evaluate.py')
-    with experiment.exit_cleanly('evaluate.py'):
+    with errors.exit_cleanly('evaluate.py'):
         evaluation.evaluate(args)
 
 

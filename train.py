@@ -9,15 +9,16 @@ See README.md for every option and the paper's settings in configs/.
 import sys
 
 import chainer_vogn  # NOQA: makes chainer importable on every stack
-from chainer_vogn import experiment
+from chainer_vogn import errors
 from chainer_vogn import mpi
+from chainer_vogn import run_options
 from chainer_vogn import training
 
 
 def main(argv=None):
-    args = experiment.parse_args(argv)
+    args = run_options.parse_args(argv)
     mpi.require_mpi('train.py')
-    with experiment.exit_cleanly('train.py'):
+    with errors.exit_cleanly('train.py'):
         training.run(args)
 
 

@@ -11,7 +11,8 @@ if REPO not in sys.path:
 import chainer_vogn  # NOQA: makes chainer importable on every stack
 import numpy  # NOQA: E402
 
-from chainer_vogn import experiment  # NOQA: E402
+from chainer_vogn import compat  # NOQA: E402
+from chainer_vogn import files  # NOQA: E402
 
 
 def cpu_model():
@@ -31,7 +32,7 @@ def machine(device=-1):
 
     Call it first: the load average tells how busy the machine was then.
     """
-    info = dict(experiment.versions(), cpu=cpu_model(),
+    info = dict(compat.versions(), cpu=cpu_model(),
                 cores=os.cpu_count(), load_average_at_start=os.getloadavg(),
                 command=' '.join([os.path.basename(sys.executable)] +
                                  sys.argv))
@@ -48,7 +49,7 @@ def machine(device=-1):
 def write_json(path, data):
     """Write ``data`` to ``path`` (if given) as indented JSON, atomically."""
     if path:
-        experiment.write_json(path, data)
+        files.write_json(path, data)
         print('wrote', path)
 
 

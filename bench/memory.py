@@ -22,8 +22,8 @@ from _common import machine, print_table, random_batch, write_json
 import chainer
 import chainer.functions as F
 
-from chainer_vogn import experiment
 from chainer_vogn import models
+from chainer_vogn import run_setup
 from chainer_vogn.optimizer import VOGN
 
 OPTIMIZERS = ('adam', 'vogn')
@@ -40,7 +40,7 @@ def rss_bytes():
 
 def worker(args):
     """Train ``args.steps`` steps; print the memory figures as JSON."""
-    device = experiment.select_device(args.device)
+    device = run_setup.select_device(args.device)
     model = models.get_model(args.arch, 10)
     model.to_device(device)
     opt = VOGN(50000) if args.optimizer == 'vogn' else \

@@ -28,8 +28,8 @@ from _common import (machine, print_table, random_batch,
 import chainer
 import chainer.functions as F
 
-from chainer_vogn import experiment
 from chainer_vogn import models
+from chainer_vogn import run_setup
 from chainer_vogn.curvature import SquaredGradientHook
 from chainer_vogn.optimizer import VOGN
 
@@ -190,7 +190,7 @@ def main():
     if args.smoke:
         args.models, args.steps, args.warmup = 'lenet5:4,resnet18:2', 2, 1
     info = machine(args.device)
-    device = experiment.select_device(args.device)
+    device = run_setup.select_device(args.device)
     results = []
     for spec in args.models.split(','):
         arch, batch = spec.split(':')

@@ -24,7 +24,7 @@ from _common import REPO, mpiexec_prefix
 
 import numpy
 
-from chainer_vogn import experiment
+from chainer_vogn import files
 
 
 def _setting(text):
@@ -111,7 +111,7 @@ def train_and_evaluate(args, name, optimizer, extra, seed):
     subprocess.run([sys.executable, os.path.join(REPO, 'evaluate.py'), run,
                     '--mc-samples', str(args.mc_samples), '--out', report],
                    check=True, stdout=subprocess.DEVNULL)
-    experiment.write_json(os.path.join(report, 'seconds.json'), seconds)
+    files.write_json(os.path.join(report, 'seconds.json'), seconds)
     return _metrics(run, report)
 
 

@@ -27,10 +27,10 @@ import numpy
 from chainer import serializers
 from chainer import training as chainer_training
 
-from chainer_vogn.experiment import RunError
-from chainer_vogn.experiment import write_json
+from chainer_vogn.errors import RunError
 from chainer_vogn.files import atomic_write
 from chainer_vogn.files import temporaries
+from chainer_vogn.files import write_json
 
 #: Options that may differ between a run and its resumption: where and how
 #: it is computed and reported, not what it computes (a GPU instead of the

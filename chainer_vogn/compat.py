@@ -17,6 +17,7 @@ imports and removed afterwards, so no other library ever sees them.  Import
 """
 import importlib
 import importlib.metadata
+import platform
 import re
 import sys
 import types
@@ -119,3 +120,15 @@ def _import_chainer():
 
 
 chainer = _import_chainer()
+
+
+def versions():
+    """The versions of Python and the libraries that produce a result."""
+    info = {'python': platform.python_version(), 'numpy': numpy.__version__,
+            'chainer': chainer.__version__}
+    try:
+        import cupy
+        info['cupy'] = cupy.__version__
+    except ImportError:
+        pass
+    return info

@@ -15,12 +15,12 @@ import numpy
 import chainer
 
 from chainer_vogn import distributed
-from chainer_vogn import experiment
 from chainer_vogn import metrics
 from chainer_vogn import ood as ood_module
 from chainer_vogn import predictive
 from chainer_vogn import report
-from chainer_vogn.experiment import RunError
+from chainer_vogn import run_setup
+from chainer_vogn.errors import RunError
 from chainer_vogn.inference import Run
 
 #: What the evaluation adds to :data:`chainer_vogn.metrics.CONVENTIONS`.
@@ -163,12 +163,12 @@ def evaluate(args):
     if root:
         check_writable(args.out)
         warn_if_data_differ(runs)
-    device = experiment.select_device(args.device, comm)
+    device = run_setup.select_device(args.device, comm)
 
     entries, used, gallery = [], {}, None
     for i, run in enumerate(runs):
         start = time.time()
-        _, test, info = experiment.load_data(run.args)
+        _, test, info = run_setup.load_data(run.args)
         x, labels = chainer.dataset.concat_examples(test)
         x_ood = ood_module.load_ood(ood, run.args, info, run.name)
         model = run.build_model(info)

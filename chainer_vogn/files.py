@@ -1,4 +1,5 @@
 """Writing result files so that a crash never leaves half a file behind."""
+import json
 import os
 import uuid
 
@@ -49,3 +50,8 @@ def _sync_folder(folder):
         pass  # some file systems cannot sync a folder; the rename stands
     finally:
         os.close(fd)
+
+
+def write_json(path, data):
+    """Write ``data`` to ``path`` as indented JSON, atomically."""
+    atomic_write(path, lambda f: json.dump(data, f, indent=2, sort_keys=True))

@@ -18,11 +18,13 @@ import zipfile
 import numpy
 
 from chainer_vogn import datasets
-from chainer_vogn import experiment
 from chainer_vogn import metrics
 from chainer_vogn import posterior as posterior_module
 from chainer_vogn import predictive
-from chainer_vogn.experiment import RunError
+from chainer_vogn import registry
+from chainer_vogn import run_options
+from chainer_vogn import run_setup
+from chainer_vogn.errors import RunError
 
 Uncertainty = collections.namedtuple(
     'Uncertainty', ['probs', 'entropy', 'mutual_information',
@@ -66,12 +68,12 @@ class Run(object):
                 zipfile.BadZipFile) as e:
             raise RunError('run {}: cannot read {}: {}'.format(name, path, e))
         try:
-            self.args = experiment.RunConfig.from_record(self.config)
+            self.args = run_options.RunConfig.from_record(self.config)
         except ValueError as e:
             raise RunError('run {}: {}/config.json: {}'.format(name, path, e))
         if data_dir is not None:
             self.args.data_dir = data_dir
-        self.spec = experiment.optimizer_spec(self.args.optimizer)
+        self.spec = registry.optimizer_spec(self.args.optimizer)
         self.method = self.spec.sampling
 
     @property
@@ -87,7 +89,7 @@ class Run(object):
     @property
     def data(self):
         """The data set and classes the run was trained and is tested on."""
-        return experiment.describe_data(self.args)
+        return run_setup.describe_data(self.args)
 
     def describe(self):
         return '{} {} on {}'.format(self.spec.label, self.args.arch,
@@ -95,7 +97,7 @@ class Run(object):
 
     def build_model(self, info):
         """The run's L.Classifier holding its mean weights."""
-        model = experiment.build_model(self.args, info)
+        model = run_setup.build_model(self.args, info)
         try:
             self.posterior.load_into(model)
         except ValueError as e:
@@ -132,7 +134,7 @@ def _loaded(run, images):
         if optimizer is None:
             method = 'point' if post.is_point_estimate else 'weights'
         else:
-            method = experiment.optimizer_spec(optimizer).sampling
+            method = registry.optimizer_spec(optimizer).sampling
         return model, post, method, numpy.asarray(images, numpy.float32)
     if not isinstance(run, Run):
         run = Run(run, os.path.basename(os.path.normpath(run)))

@@ -11,8 +11,8 @@ import numpy
 import chainer
 
 from chainer_vogn import datasets
-from chainer_vogn import experiment
-from chainer_vogn.experiment import RunError
+from chainer_vogn import run_setup
+from chainer_vogn.errors import RunError
 
 
 def parse_ood(text):
@@ -89,7 +89,7 @@ def load_ood(spec, args, info, name='run'):
         _, test, full = datasets.get_dataset(
             args.dataset, data_dir=args.data_dir,
             allow_download=args.allow_download,
-            image_size=experiment.image_size_for(args))
+            image_size=run_setup.image_size_for(args))
         if max(held) >= full['n_classes']:
             raise RunError('--ood {}: {} has only classes 0-{}'.format(
                 spec, args.dataset, full['n_classes'] - 1))

@@ -19,8 +19,8 @@ import chainer_vogn  # NOQA: makes chainer importable on every stack
 from chainer_vogn import datasets
 from chainer_vogn import inference
 from chainer_vogn import predictive
-from chainer_vogn.experiment import RunError
-from chainer_vogn.experiment import at_least
+from chainer_vogn.errors import RunError
+from chainer_vogn.run_options import at_least
 
 
 def read_images(path, info):

@@ -5,7 +5,7 @@ Every kind of run is predicted through the same average
     p(y | x) = 1/T sum_t softmax(f(x; w_t))
 
 with the T samples drawn by one of three methods (the ``sampling`` of the
-run's optimizer in :data:`chainer_vogn.experiment.OPTIMIZERS`): 'weights'
+run's optimizer in :data:`chainer_vogn.registry.OPTIMIZERS`): 'weights'
 draws weights w_t = mu + sigma * eps_t from the posterior (VOGN), 'dropout'
 keeps dropout on with the mean weights (MC dropout), and 'point' makes one
 deterministic pass with the mean weights (Adam/SGD, T = 1).
@@ -28,7 +28,7 @@ import numpy
 import chainer
 from chainer import backend
 
-from chainer_vogn import experiment
+from chainer_vogn import registry
 
 Prediction = collections.namedtuple('Prediction', ['probs', 'sample_probs'])
 
@@ -108,7 +108,7 @@ def iterate_samples(model, posterior, method, inputs, samples, seed=0,
     with its own weights and persistent values, and on its own device, also
     when a pass raises.
     """
-    if method not in experiment.SAMPLINGS:
+    if method not in registry.SAMPLINGS:
         raise ValueError("method must be 'weights', 'dropout' or 'point', "
                          'got {!r}'.format(method))
     if batchsize < 1:

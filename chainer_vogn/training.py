@@ -21,10 +21,13 @@ from chainer.training import triggers
 import chainermn
 
 from chainer_vogn import checkpoint
+from chainer_vogn import compat
 from chainer_vogn import datasets
 from chainer_vogn import distributed
-from chainer_vogn import experiment
+from chainer_vogn import files
 from chainer_vogn import posterior
+from chainer_vogn import registry
+from chainer_vogn import run_setup
 from chainer_vogn import validation
 
 
@@ -106,8 +109,8 @@ def config_record(args, comm, optimizer, info):
     record.update(
         processes=comm.size, sample_groups=args.samples,
         data_shards=comm.size // args.samples, dataset_info=info,
-        versions=experiment.versions(), command=' '.join(sys.argv))
-    if experiment.OPTIMIZERS[args.optimizer].sampling == 'weights':
+        versions=compat.versions(), command=' '.join(sys.argv))
+    if registry.OPTIMIZERS[args.optimizer].sampling == 'weights':
         record['dataset_size'] = optimizer.dataset_size
         # As used: derived from the data and the model when not given.
         record['lr_used'] = optimizer.lr
@@ -125,16 +128,16 @@ def run(args):
     plan = checkpoint.plan(args, comm)
     if plan.finished:
         return None
-    device = experiment.select_device(args.device, comm.mpi_comm)
-    spec = experiment.OPTIMIZERS[args.optimizer]
+    device = run_setup.select_device(args.device, comm.mpi_comm)
+    spec = registry.OPTIMIZERS[args.optimizer]
 
-    train, test, info = experiment.load_data(args)
-    train, held_out = experiment.split_validation(train, args)
+    train, test, info = run_setup.load_data(args)
+    train, held_out = run_setup.split_validation(train, args)
     held_out_name = 'test' if held_out is None else 'validation'
     if held_out is None:
         held_out = test
     numpy.random.seed(args.seed)
-    model = experiment.build_model(args, info)
+    model = run_setup.build_model(args, info)
     model.to_device(device)
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         model.predictor(device.send(train[0][0][None]))  # lazy shapes
@@ -217,7 +220,7 @@ def run(args):
             meta=meta)
         record['finished'] = True
         record['final'] = trainer.get_extension('LogReport').log[-1]
-        experiment.write_json(os.path.join(args.out, 'config.json'), record)
+        files.write_json(os.path.join(args.out, 'config.json'), record)
     return trainer
 
 

@@ -35,7 +35,7 @@ class PredictiveValidation(training.Extension):
         model: the ``L.Classifier`` being trained.
         optimizer: its optimizer (VOGN gives sigma; others none).
         method: 'weights' or 'dropout', the optimizer's sampling in
-            ``experiment.OPTIMIZERS``.
+            ``registry.OPTIMIZERS``.
         n_samples (int): T.
         comm: the ChainerMN communicator the test set is spread over.
         device: the device the model lives on.

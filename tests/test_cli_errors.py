@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from chainer_vogn import experiment
+from chainer_vogn import run_options
 
 from conftest import load_evaluate_parser
 from conftest import wait_for_files
@@ -133,12 +133,12 @@ def test_device_without_a_gpu(tmp_path):
 #: Runs train.py with writing config.json failing as on a full disk.
 DISK_FULL = """
 import errno, os, runpy, sys
-from chainer_vogn import experiment
+from chainer_vogn import files
 
 def full(path, data):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
-experiment.write_json = full
+files.write_json = full
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name='__main__')
 """
@@ -167,7 +167,7 @@ def test_divergence_has_no_training_loop_dump(tmp_path):
 
 #: Ctrl-C inside an import: the half-built object's destructor fails at exit.
 INTERRUPTED_IMPORT = """
-from chainer_vogn import experiment
+from chainer_vogn import errors
 
 class HalfBuilt(object):
     def __init__(self):
@@ -176,7 +176,7 @@ class HalfBuilt(object):
     def __del__(self):
         self.expr  # never set: AttributeError, reported as unraisable
 
-with experiment.exit_cleanly('train.py'):
+with errors.exit_cleanly('train.py'):
     HalfBuilt()
 """
 
@@ -282,9 +282,9 @@ def test_evaluate_out_under_a_regular_file(trained_run, tmp_path):
 # --help
 
 def _parser(script):
-    """The parser of train.py (experiment's) or of evaluate.py."""
+    """The parser of train.py (options') or of evaluate.py."""
     if script == TRAIN:
-        return experiment.build_parser()
+        return run_options.build_parser()
     return load_evaluate_parser()
 
 

@@ -19,7 +19,8 @@ import time
 import pytest
 
 from chainer_vogn import checkpoint
-from chainer_vogn import experiment
+from chainer_vogn import errors
+from chainer_vogn import run_options
 from chainer_vogn import training
 
 from conftest import assert_same_posterior
@@ -82,7 +83,7 @@ def in_process(monkeypatch):
     """training.run in this process, without MPI's abort on errors."""
     monkeypatch.setattr(training.distributed, 'abort_on_uncaught_exception',
                         lambda: None)
-    return lambda argv: training.run(experiment.parse_args(argv))
+    return lambda argv: training.run(run_options.parse_args(argv))
 
 
 def _copy(folder, tmp_path):
@@ -216,7 +217,7 @@ def test_longer_run_of_a_finished_run_without_snapshots_is_refused(
     for path in glob.glob(os.path.join(folder, 'snapshot_*')):
         os.remove(path)
     before = _contents(folder)
-    with pytest.raises(experiment.RunError, match='finished and keeps no '
+    with pytest.raises(errors.RunError, match='finished and keeps no '
                        'snapshot to train on from'):
         in_process(OPTIONS + ['--epochs', '5', '--out', folder, '--resume'])
     assert _contents(folder) == before
@@ -226,7 +227,7 @@ def test_edited_options_are_all_named_and_change_nothing(
         solo_reference, tmp_path, in_process):
     folder = _copy(solo_reference, tmp_path)
     before = _contents(folder)
-    with pytest.raises(experiment.RunError) as error:
+    with pytest.raises(errors.RunError) as error:
         in_process(SOLO_RUN + ['--out', folder, '--resume', '--classes',
                                '0-4', '--lr', '0.5', '--epochs', '5'])
     message = str(error.value)
@@ -255,7 +256,7 @@ def test_no_readable_snapshot_anywhere_is_refused(
         with open(checkpoint.snapshot_path(folder, 0, epoch), 'r+b') as f:
             f.truncate(100)
     before = _contents(folder)
-    with pytest.raises(experiment.RunError, match='no epoch whose snapshot '
+    with pytest.raises(errors.RunError, match='no epoch whose snapshot '
                        'every rank has and can read.*epoch2.npz is damaged'):
         in_process(SOLO_RUN[:-1] + ['4', '--out', folder, '--resume'])
     assert _contents(folder) == before
@@ -266,7 +267,7 @@ def test_unreadable_record_is_refused(solo_reference, tmp_path, in_process):
     with open(os.path.join(folder, 'config.json'), 'w') as f:
         f.write('{"optimizer": ')
     before = _contents(folder)
-    with pytest.raises(experiment.RunError, match='config.json'):
+    with pytest.raises(errors.RunError, match='config.json'):
         in_process(SOLO_RUN + ['--out', folder, '--resume'])
     assert _contents(folder) == before
 

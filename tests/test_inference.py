@@ -66,7 +66,7 @@ def test_other_layouts_are_refused(info, shape):
 
 
 def test_evaluation_side_does_not_import_training():
-    """Evaluation builds runs through chainer_vogn.experiment, never
+    """Evaluation builds runs through chainer_vogn.run_setup, never
     through the Trainer wiring (issue 11)."""
     import subprocess
     import sys

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from chainer_vogn import experiment
+from chainer_vogn import run_options
 
 from conftest import assert_same_posterior
 from conftest import load_evaluate_parser
@@ -222,8 +222,8 @@ def launches(calls):
         options, program, args = argv[:at - 1], argv[at], argv[at + 1:]
         if program == 'train.py':
             # The raw parser, then train.py's own (config file and checks).
-            parse(args, experiment.build_parser())
-            parsed = parse(args, experiment.build_parser(), experiment.parse_args)
+            parse(args, run_options.build_parser())
+            parsed = parse(args, run_options.build_parser(), run_options.parse_args)
         else:
             parsed = parse(args, evaluate_parser)
         if call['prog'] == 'srun':

@@ -16,13 +16,15 @@ from sklearn.model_selection import train_test_split
 
 from chainer_vogn import datasets
 from chainer_vogn import evaluation
-from chainer_vogn import experiment
 from chainer_vogn import inference
 from chainer_vogn import models
 from chainer_vogn import ood
 from chainer_vogn import posterior
 from chainer_vogn import predictive
-from chainer_vogn.experiment import RunError
+from chainer_vogn import registry
+from chainer_vogn import run_options
+from chainer_vogn import run_setup
+from chainer_vogn.errors import RunError
 
 
 class FixedStd(object):
@@ -72,7 +74,7 @@ def deterministic_probs(model, x):
 
 
 def test_methods_and_number_of_samples():
-    sampling = {name: experiment.optimizer_spec(name).sampling
+    sampling = {name: registry.optimizer_spec(name).sampling
                 for name in ('vogn', 'mcdropout', 'adam', 'sgd')}
     assert sampling == {'vogn': 'weights', 'mcdropout': 'dropout',
                         'adam': 'point', 'sgd': 'point'}
@@ -80,7 +82,7 @@ def test_methods_and_number_of_samples():
     assert predictive.samples_used('dropout', 7) == 7
     assert predictive.samples_used('point', 10) == 1
     with pytest.raises(ValueError, match='optimizer'):
-        experiment.optimizer_spec('rmsprop')
+        registry.optimizer_spec('rmsprop')
 
 
 @pytest.mark.parametrize('method', ['weights', 'dropout', 'point'])
@@ -234,12 +236,12 @@ def run_args(**changes):
     options = dict(optimizer='adam', arch='mlp', dataset='digits',
                    classes='0-4', dropout=0.0)
     options.update(changes)
-    return experiment.RunConfig(**options)
+    return run_options.RunConfig(**options)
 
 
 def test_holdout_is_the_held_out_test_classes():
     args = run_args()
-    _, test, info = experiment.load_data(args)
+    _, test, info = run_setup.load_data(args)
     x = ood.load_ood('holdout:5-9', args, info)
     _, full, _ = datasets.get_dataset('digits')
     want = [full[i][0] for i in range(len(full)) if full[i][1] >= 5]
@@ -255,7 +257,7 @@ def test_holdout_is_the_held_out_test_classes():
 ])
 def test_bad_holdout_is_reported(spec, classes, message):
     args = run_args(classes=classes)
-    info = experiment.load_data(args)[2]
+    info = run_setup.load_data(args)[2]
     with pytest.raises(RunError, match=message):
         ood.load_ood(spec, args, info, 'adam-run')
 
@@ -307,8 +309,8 @@ def make_run(folder, **changes):
     """A run folder as train.py leaves it (untrained weights)."""
     os.makedirs(folder)
     args = run_args(**changes)
-    _, _, info = experiment.load_data(args)
-    model = experiment.build_model(args, info)
+    _, _, info = run_setup.load_data(args)
+    model = run_setup.build_model(args, info)
     with chainer.using_config('train', False):
         model.predictor(numpy.zeros((1, 1, 8, 8), numpy.float32))
     posterior.save_posterior(os.path.join(folder, 'model.npz'), model)
@@ -320,7 +322,7 @@ def make_run(folder, **changes):
 def test_run_folder_is_read(tmp_path):
     run = inference.Run(make_run(str(tmp_path / 'a')), 'a')
     assert run.method == 'point'
-    info = experiment.load_data(run.args)[2]
+    info = run_setup.load_data(run.args)[2]
     model = run.build_model(info)
     numpy.testing.assert_array_equal(
         model.predictor.layers[2].b.array, run.posterior.mu[
@@ -359,7 +361,7 @@ def test_model_that_does_not_fit_its_config_is_reported(tmp_path):
     with open(os.path.join(folder, 'config.json'), 'w') as f:
         json.dump(config, f)
     run = inference.Run(folder, 'wrong-run')
-    info = experiment.load_data(run.args)[2]
+    info = run_setup.load_data(run.args)[2]
     with pytest.raises(RunError, match='run wrong-run: .*model.npz does not '
                                        'fit the model its config.json'):
         run.build_model(info)

@@ -12,7 +12,8 @@ import numpy
 import pytest
 
 import chainer_vogn
-from chainer_vogn import experiment
+from chainer_vogn import run_options
+from chainer_vogn import run_setup
 from chainer_vogn import training
 
 from conftest import assert_same_posterior
@@ -38,7 +39,7 @@ def test_every_shipped_config_parses():
         for opt in ('vogn', 'adam', 'mcdropout'):
             assert 'cifar10_{}_{}.yaml'.format(arch, opt) in names
     for path in paths:
-        args = experiment.parse_args(['--config', path])
+        args = run_options.parse_args(['--config', path])
         assert args.dataset == 'cifar10'
         assert args.optimizer in os.path.basename(path)
 
@@ -48,7 +49,7 @@ def test_command_line_wins_over_config(tmp_path):
     config.write_text(json.dumps({'optimizer': 'adam', 'lr': 0.5,
                                   'weight-decay': 0.1,
                                   'lr_milestones': '3,6'}))
-    args = experiment.parse_args(['--config', str(config), '--lr', '0.25'])
+    args = run_options.parse_args(['--config', str(config), '--lr', '0.25'])
     assert (args.optimizer, args.lr, args.weight_decay,
             args.lr_milestones) == ('adam', 0.25, 0.1, [3, 6])
 
@@ -61,13 +62,13 @@ def test_bad_config_is_named(tmp_path, capsys, content, message):
     config = tmp_path / 'c.json'
     config.write_text(json.dumps(content))
     with pytest.raises(SystemExit):
-        experiment.parse_args(['--config', str(config)])
+        run_options.parse_args(['--config', str(config)])
     assert message in capsys.readouterr().err
 
 
 def test_samples_are_for_vogn_only(capsys):
     with pytest.raises(SystemExit):
-        experiment.parse_args(['--optimizer', 'adam', '--samples', '2'])
+        run_options.parse_args(['--optimizer', 'adam', '--samples', '2'])
     assert 'applies to vogn only' in capsys.readouterr().err
 
 
@@ -277,16 +278,16 @@ class _PoisonedInSecondEpoch(object):
     ('vogn', 'VOGN step'), ('adam', 'training loss is nan')])
 def test_non_finite_loss_stops_with_last_good_snapshot(
         tmp_path, monkeypatch, opt, message):
-    load = experiment.load_data
+    load = run_setup.load_data
 
     def poisoned(args):
         train, test, info = load(args)
         return _PoisonedInSecondEpoch(train), test, info
 
-    monkeypatch.setattr(experiment, 'load_data', poisoned)
+    monkeypatch.setattr(run_setup, 'load_data', poisoned)
     monkeypatch.setattr(training.distributed, 'abort_on_uncaught_exception',
                         lambda: None)
-    args = experiment.parse_args(SMALL + ['--optimizer', opt, '--epochs', '3',
+    args = run_options.parse_args(SMALL + ['--optimizer', opt, '--epochs', '3',
                                    '--out', str(tmp_path)])
     with pytest.raises(FloatingPointError, match=message):
         training.run(args)
@@ -364,7 +365,7 @@ def test_logged_validation_is_the_mean_over_test_examples(runs):
     import chainer.functions as F
     from chainer_vogn import inference
     run = inference.Run(runs['adam'], 'adam')
-    _, test, _ = experiment.load_data(run.args)
+    _, test, _ = run_setup.load_data(run.args)
     assert len(test) % run.args.eval_batchsize != 0
     x, t = chainer.dataset.concat_examples(test)
     model = run.build_model(run.info)
