@@ -4,23 +4,14 @@
     python train.py --dataset digits --arch mlp --epochs 5
     mpiexec -n 16 python train.py --config configs/cifar10_lenet5_vogn.yaml --samples 4
 
-See README.md for every option and the paper's settings in configs/.
+See README.md for every option and the paper's settings in configs/; the
+command is :func:`chainer_vogn.commands.train_main`.
 """
 import sys
 
 import chainer_vogn  # NOQA: makes chainer importable on every stack
-from chainer_vogn import errors
-from chainer_vogn import mpi
-from chainer_vogn import run_options
-from chainer_vogn import training
-
-
-def main(argv=None):
-    args = run_options.parse_args(argv)
-    mpi.require_mpi('train.py')
-    with errors.exit_cleanly('train.py'):
-        training.run(args)
+from chainer_vogn.commands import train_main
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(train_main())

@@ -7,4 +7,4 @@ from chainer_vogn.posterior import load_posterior  # NOQA
 from chainer_vogn.posterior import save_posterior  # NOQA
 from chainer_vogn.distributed import DistributedVOGN  # NOQA
 from chainer_vogn.distributed import Layout  # NOQA
-from chainer_vogn.inference import predict  # NOQA
+from chainer_vogn.run_folder import predict  # NOQA

@@ -11,6 +11,16 @@ class RunError(Exception):
     """A failure to report in one line, then end the job on every rank."""
 
 
+def _world():
+    """MPI's world communicator, or None where MPI cannot be loaded
+    (predict.py runs without it)."""
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError):
+        return None
+    return MPI.COMM_WORLD
+
+
 def fail(message, status=1):
     """Print ``message`` and end the job: every rank, if there are several.
 
@@ -18,12 +28,12 @@ def fail(message, status=1):
     collective call, so a multi-process job is aborted through MPI; a
     one-process run just exits with ``status``.
     """
-    from mpi4py import MPI
-    world = MPI.COMM_WORLD
-    prefix = '[rank {}] '.format(world.rank) if world.size > 1 else ''
+    world = _world()
+    several = world is not None and world.size > 1
+    prefix = '[rank {}] '.format(world.rank) if several else ''
     sys.stderr.write(prefix + message + '\n')
     sys.stderr.flush()
-    if world.size > 1:
+    if several:
         world.Abort(status)
     sys.exit(status)
 
@@ -47,9 +57,9 @@ def describe_failure(error):
 
 @contextlib.contextmanager
 def exit_cleanly(program):
-    """Run the body of ``program`` (train.py, evaluate.py), ending it with
-    one line on stderr for an expected failure (exit status 1) or Ctrl-C
-    (130).
+    """Run the body of ``program`` (train.py, evaluate.py, predict.py),
+    ending it with one line on stderr for an expected failure (exit status
+    1) or Ctrl-C (130).
 
     Ctrl-C reaches every rank of an mpiexec job, and mpiexec ends the job,
     so an interrupt exits without MPI_Abort; rank 0 alone says so.
@@ -57,8 +67,8 @@ def exit_cleanly(program):
     try:
         yield
     except KeyboardInterrupt:
-        from mpi4py import MPI
-        if MPI.COMM_WORLD.rank == 0:
+        world = _world()
+        if world is None or world.rank == 0:
             sys.stderr.write('{}: interrupted\n'.format(program))
             sys.stderr.flush()
         # An interrupt inside a lazy import (matplotlib's, at the first

@@ -21,7 +21,7 @@ from chainer_vogn import predictive
 from chainer_vogn import report
 from chainer_vogn import run_setup
 from chainer_vogn.errors import RunError
-from chainer_vogn.inference import Run
+from chainer_vogn.run_folder import Run
 
 #: What the evaluation adds to :data:`chainer_vogn.metrics.CONVENTIONS`.
 CONVENTIONS = {

@@ -18,7 +18,7 @@ samples r, r + P, ... and rank 0 gathers them into the same (T, N, C) array a
 single process gets.
 
 This module knows nothing of run folders or reports: see
-:mod:`chainer_vogn.inference` (a run on new images) and
+:mod:`chainer_vogn.run_folder` (a run on new images) and
 :mod:`chainer_vogn.evaluation` (evaluate.py).
 """
 import collections

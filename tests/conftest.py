@@ -1,4 +1,3 @@
-import importlib.util
 import os
 import shutil
 import sys
@@ -53,16 +52,6 @@ def assert_same_posterior(folder, reference):
                                          folder + name)
         numpy.testing.assert_array_equal(a.sigma[name], b.sigma[name],
                                          folder + name)
-
-
-def load_evaluate_parser():
-    """evaluate.py's argument parser (evaluate.py is a script, not a
-    module of the package)."""
-    spec = importlib.util.spec_from_file_location(
-        'evaluate', os.path.join(REPO, 'evaluate.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build_parser()
 
 
 def mpiexec_command(n):

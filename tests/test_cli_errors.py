@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
+from chainer_vogn import commands
 from chainer_vogn import run_options
 
-from conftest import load_evaluate_parser
 from conftest import wait_for_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -285,7 +285,7 @@ def _parser(script):
     """The parser of train.py (options') or of evaluate.py."""
     if script == TRAIN:
         return run_options.build_parser()
-    return load_evaluate_parser()
+    return commands.evaluate_parser()
 
 
 @pytest.mark.parametrize('script', [TRAIN, EVALUATE])

@@ -13,9 +13,9 @@ import pytest
 
 import chainer_vogn  # NOQA
 
+from chainer_vogn import commands
 from chainer_vogn import metrics
 
-from conftest import load_evaluate_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, 'train.py')
@@ -224,7 +224,7 @@ def test_report_names_the_data_and_replaces_an_earlier_one(runs, single,
 ])
 def test_bad_options_are_refused(capsys, option, message):
     with pytest.raises(SystemExit) as exit:
-        load_evaluate_parser().parse_args(['run'] + option)
+        commands.evaluate_parser().parse_args(['run'] + option)
     assert exit.value.code == 2
     assert re.search(message, capsys.readouterr().err)
 
@@ -309,8 +309,8 @@ def test_predict_gives_evaluate_probabilities(runs, single, name):
 
 def test_predict_on_a_loaded_posterior_and_model(runs, single):
     from chainer_vogn import datasets
-    from chainer_vogn import inference
-    run = inference.Run(runs[0], 'vogn')
+    from chainer_vogn import run_folder
+    run = run_folder.Run(runs[0], 'vogn')
     model = run.build_model(run.info)
     x = datasets.prepare_images(raw_digits(range(5))[:, None], run.info)
     found = chainer_vogn.predict((run.posterior, model), x, num_samples=T)
@@ -321,7 +321,7 @@ def test_predict_on_a_loaded_posterior_and_model(runs, single):
 
 def predict_command(args, env=None):
     return subprocess.run(
-        [sys.executable, '-m', 'chainer_vogn.predict'] + args, cwd=REPO,
+        [sys.executable, os.path.join(REPO, 'predict.py')] + args, cwd=REPO,
         env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -369,7 +369,7 @@ def test_predict_command_errors_are_one_line(runs, args, message):
     result = predict_command(args)
     assert result.returncode == 1
     assert result.stderr.count('\n') == 1, result.stderr
-    assert result.stderr.startswith('python -m chainer_vogn.predict: error:')
+    assert result.stderr.startswith('predict.py: error:')
     assert message in result.stderr
 
 

@@ -22,10 +22,10 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from chainer_vogn import commands
 from chainer_vogn import run_options
 
 from conftest import assert_same_posterior
-from conftest import load_evaluate_parser
 from conftest import wait_for_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -209,7 +209,7 @@ def launches(calls):
     """The launcher calls as dicts: program (train.py or evaluate.py),
     processes, launcher options and the program's parsed arguments."""
     found = []
-    evaluate_parser = load_evaluate_parser()
+    evaluate_parser = commands.evaluate_parser()
     for call in calls:
         if call['prog'] not in ('mpirun', 'mpiexec', 'srun'):
             continue

@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 
 from chainer_vogn import datasets
 from chainer_vogn import evaluation
-from chainer_vogn import inference
+from chainer_vogn import run_folder
 from chainer_vogn import models
 from chainer_vogn import ood
 from chainer_vogn import posterior
@@ -320,7 +320,7 @@ def make_run(folder, **changes):
 
 
 def test_run_folder_is_read(tmp_path):
-    run = inference.Run(make_run(str(tmp_path / 'a')), 'a')
+    run = run_folder.Run(make_run(str(tmp_path / 'a')), 'a')
     assert run.method == 'point'
     info = run_setup.load_data(run.args)[2]
     model = run.build_model(info)
@@ -328,7 +328,7 @@ def test_run_folder_is_read(tmp_path):
         model.predictor.layers[2].b.array, run.posterior.mu[
             '/predictor/layers/2/b'])
     # --data-dir replaces the folder the run used.
-    assert inference.Run(str(tmp_path / 'a'), 'a', 'elsewhere').args \
+    assert run_folder.Run(str(tmp_path / 'a'), 'a', 'elsewhere').args \
         .data_dir == 'elsewhere'
 
 
@@ -337,9 +337,9 @@ def test_incomplete_run_folder_is_reported(tmp_path, remove):
     folder = make_run(str(tmp_path / 'half'))
     os.remove(os.path.join(folder, remove))
     with pytest.raises(RunError, match='run r: .*half has no ' + remove):
-        inference.Run(folder, 'r')
+        run_folder.Run(folder, 'r')
     with pytest.raises(RunError, match='no folder'):
-        inference.Run(str(tmp_path / 'nothing'), 'r')
+        run_folder.Run(str(tmp_path / 'nothing'), 'r')
 
 
 def test_damaged_model_file_is_reported(tmp_path):
@@ -350,7 +350,7 @@ def test_damaged_model_file_is_reported(tmp_path):
     with open(path, 'wb') as f:
         f.write(head)
     with pytest.raises(RunError, match='run r: cannot read'):
-        inference.Run(folder, 'r')
+        run_folder.Run(folder, 'r')
 
 
 def test_model_that_does_not_fit_its_config_is_reported(tmp_path):
@@ -360,7 +360,7 @@ def test_model_that_does_not_fit_its_config_is_reported(tmp_path):
     config['classes'] = '0-3'  # 4 outputs; model.npz has 5
     with open(os.path.join(folder, 'config.json'), 'w') as f:
         json.dump(config, f)
-    run = inference.Run(folder, 'wrong-run')
+    run = run_folder.Run(folder, 'wrong-run')
     info = run_setup.load_data(run.args)[2]
     with pytest.raises(RunError, match='run wrong-run: .*model.npz does not '
                                        'fit the model its config.json'):

@@ -363,8 +363,8 @@ def test_logged_validation_is_the_mean_over_test_examples(runs):
     batch means.  Checked against the saved weights scored in one pass."""
     import chainer
     import chainer.functions as F
-    from chainer_vogn import inference
-    run = inference.Run(runs['adam'], 'adam')
+    from chainer_vogn import run_folder
+    run = run_folder.Run(runs['adam'], 'adam')
     _, test, _ = run_setup.load_data(run.args)
     assert len(test) % run.args.eval_batchsize != 0
     x, t = chainer.dataset.concat_examples(test)

@@ -7,7 +7,7 @@ from sklearn.model_selection import train_test_split
 
 import chainer_vogn  # NOQA
 from chainer_vogn import datasets
-from chainer_vogn import inference
+from chainer_vogn import run_folder
 
 
 def digits_test_images():
@@ -51,7 +51,7 @@ COLOUR = {'name': 'cifar10'}
 ])
 def test_one_image_or_a_batch(info, shape, batch):
     x = numpy.random.RandomState(0).uniform(size=shape)
-    got = inference.as_batch(x, info)
+    got = run_folder.as_batch(x, info)
     assert got.shape == batch
     numpy.testing.assert_array_equal(got.ravel(), x.astype('f').ravel())
 
@@ -62,18 +62,19 @@ def test_one_image_or_a_batch(info, shape, batch):
 ])
 def test_other_layouts_are_refused(info, shape):
     with pytest.raises(ValueError, match='do not fit'):
-        inference.as_batch(numpy.zeros(shape), info)
+        run_folder.as_batch(numpy.zeros(shape), info)
 
 
 def test_evaluation_side_does_not_import_training():
     """Evaluation builds runs through chainer_vogn.run_setup, never
-    through the Trainer wiring (issue 11)."""
+    through the Trainer wiring (issue 11); the commands load it for
+    train.py only."""
     import subprocess
     import sys
     code = ('import sys\n'
-            'import chainer_vogn.evaluation, chainer_vogn.inference, '
+            'import chainer_vogn.evaluation, chainer_vogn.run_folder, '
             'chainer_vogn.ood, chainer_vogn.predictive\n'
-            'import chainer_vogn.predict\n'
+            'import chainer_vogn.commands\n'
             'print("chainer_vogn.training" in sys.modules)\n')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True,
                             text=True, timeout=120)
