@@ -79,9 +79,12 @@ def damage(path):
 
 
 def result_options(args, comm):
-    """The part of a run's record that a resumption must agree with."""
+    """The part of a run's record that a resumption must agree with: not
+    the options its optimizer does not take (older records hold VOGN's
+    defaults for every optimizer)."""
+    foreign = args.foreign_options()
     record = {key: value for key, value in vars(args).items()
-              if key not in MAY_CHANGE_ON_RESUME}
+              if key not in MAY_CHANGE_ON_RESUME and key not in foreign}
     record['processes'] = comm.size
     return _as_json(record)
 

@@ -24,20 +24,52 @@ from chainer import optimizer
 
 from chainer_vogn import posterior
 from chainer_vogn.curvature import SquaredGradientHook
+from chainer_vogn.posterior_optimizer import Hyperparameter
+from chainer_vogn.posterior_optimizer import PosteriorOptimizer
+from chainer_vogn.posterior_optimizer import default_hyperparam
 
-_default_hyperparam = optimizer.Hyperparameter()
-_default_hyperparam.dataset_size = None
-_default_hyperparam.lr = 1e-3
-_default_hyperparam.beta1 = 0.9
-_default_hyperparam.beta2 = 0.999
-_default_hyperparam.prior_precision = None  # derived: see derive_defaults
-_default_hyperparam.tau = None  # derived: see derive_defaults
-_default_hyperparam.damping = 1e-3
-_default_hyperparam.init_precision = None
-_default_hyperparam.aug_factor = 1.0
-_default_hyperparam.bias_correction = True
-_default_hyperparam.tau_warmup_steps = 0
-_default_hyperparam.tau_init = 0.1
+#: VOGN's hyperparameters (docs/algorithm.md), declared once: the optimizer,
+#: train.py's options and their checks read them from here.
+HYPERPARAMETERS = (
+    Hyperparameter('lr', 1e-3, float, lambda v: v > 0, '> 0',
+                   'step size alpha of the mean'),
+    Hyperparameter('beta1', 0.9, float, lambda v: 0 <= v < 1, 'in [0, 1)',
+                   'momentum of the mean\'s gradient: weight on the old '
+                   'value'),
+    Hyperparameter('beta2', 0.999, float, lambda v: 0 <= v < 1, 'in [0, 1)',
+                   'moving average of the precision: weight on the old '
+                   'value'),
+    # None: derived, see derive_defaults.
+    Hyperparameter('prior_precision', None, float,
+                   lambda v: v is None or v >= 0, 'None (derived) or >= 0',
+                   'precision delta of the isotropic Gaussian prior (1 / '
+                   'prior variance) (default: derived: a pull on the mean '
+                   'like a weight decay of 1e-4, see docs/tuning.md)'),
+    Hyperparameter('tau', None, float, lambda v: v is None or v > 0,
+                   'None (derived) or > 0',
+                   'KL weight (temperature) tau (default: derived from the '
+                   'training set size, the damping and the widest unit, see '
+                   'docs/tuning.md)'),
+    Hyperparameter('damping', 1e-3, float, lambda v: v >= 0, '>= 0',
+                   'damping gamma added to the precision'),
+    Hyperparameter('init_precision', None, float,
+                   lambda v: v is None or v >= 0, 'None or >= 0',
+                   'initial precision s0 (default: none: the first step runs '
+                   'at the mean and sets s to its curvature)'),
+    Hyperparameter('aug_factor', 1.0, float, lambda v: v > 0, '> 0',
+                   'data augmentation factor rho: N_eff = rho * N'),
+    Hyperparameter('bias_correction', True, bool,
+                   lambda v: v in (True, False), 'True or False',
+                   'the bias correction of the moving averages'),
+    Hyperparameter('tau_warmup_steps', 0, int, lambda v: v >= 0, '>= 0',
+                   'steps over which tau rises from --tau-init to --tau (0: '
+                   'no warm-up)'),
+    # Its range depends on tau_warmup_steps: VOGN.check_hyperparameters.
+    Hyperparameter('tau_init', 0.1, float, lambda v: True,
+                   '> 0 with a warm-up', 'tau at the first step of a warm-up'),
+)
+
+_default_hyperparam = default_hyperparam(HYPERPARAMETERS)
 
 #: Links whose parameters the curvature hook handles.
 SUPPORTED_LINKS = (L.Linear, L.Convolution2D, L.BatchNormalization)
@@ -136,29 +168,6 @@ def step_constants(hp, t, point_estimate=False):
     n_eff = hp.aug_factor * hp.dataset_size
     delta_t = 0.0 if point_estimate else tau * hp.prior_precision / n_eff
     return StepConstants(tau / n_eff, delta_t)
-
-
-def check_hyperparameters(hp):
-    """Raise ValueError naming the first hyperparameter out of its range."""
-    def need(ok, name, rule):
-        if not ok:
-            raise ValueError('VOGN: {} = {!r} is invalid: it must be {}'.format(
-                name, getattr(hp, name), rule))
-
-    need(hp.dataset_size is not None and hp.dataset_size > 0,
-         'dataset_size', 'the (positive) number of training examples')
-    need(hp.lr > 0, 'lr', '> 0')
-    need(0 <= hp.beta1 < 1, 'beta1', 'in [0, 1)')
-    need(0 <= hp.beta2 < 1, 'beta2', 'in [0, 1)')
-    need(hp.prior_precision is None or hp.prior_precision >= 0,
-         'prior_precision', 'None (derived) or >= 0')
-    need(hp.tau is None or hp.tau > 0, 'tau', 'None (derived) or > 0')
-    need(hp.damping >= 0, 'damping', '>= 0')
-    need(hp.init_precision is None or hp.init_precision >= 0,
-         'init_precision', 'None or >= 0')
-    need(hp.aug_factor > 0, 'aug_factor', '> 0')
-    need(hp.tau_warmup_steps >= 0, 'tau_warmup_steps', '>= 0')
-    need(hp.tau_warmup_steps == 0 or hp.tau_init > 0, 'tau_init', '> 0')
 
 
 #: One process's statistics of a step (spec steps 2-3): ``grads`` g_hat and
@@ -266,17 +275,18 @@ def _update_kernel():
         'vogn_update')
 
 
-class VOGN(optimizer.GradientMethod):
+class VOGN(PosteriorOptimizer):
     """Variational Online Gauss-Newton.
 
     Args:
         dataset_size (int): N, the number of training examples (whole set).
-        lr, beta1, beta2, prior_precision, tau, damping, init_precision,
-        aug_factor, bias_correction, tau_warmup_steps, tau_init: as in
-            ``docs/algorithm.md``.
         num_samples (int): K, Monte Carlo weight samples per step.
         seed (int): seeds eps, drawn from a generator of (seed, sample_id,
             step), so a run is reproducible and resumable from t alone.
+        **hyperparams: lr, beta1, beta2, prior_precision, tau, damping,
+            init_precision, aug_factor, bias_correction, tau_warmup_steps,
+            tau_init, as in ``docs/algorithm.md`` (:data:`HYPERPARAMETERS`
+            has their defaults and ranges).
 
     Call ``update(lossfun, *args)`` with a ``lossfun`` that returns the
     minibatch MEAN of per-example losses; it is called K times per step
@@ -293,36 +303,16 @@ class VOGN(optimizer.GradientMethod):
     ``docs/algorithm.md``.
     """
 
+    hyperparameters = HYPERPARAMETERS
+    label = 'VOGN'
+    derived_help = ('lr from the data shards, tau and the prior from the '
+                    'training set size, the damping and the widest unit; see '
+                    'docs/tuning.md')
     #: Index of this process's Monte Carlo sample group (see distributed).
     sample_id = 0
 
-    def __init__(self, dataset_size, lr=_default_hyperparam.lr,
-                 beta1=_default_hyperparam.beta1,
-                 beta2=_default_hyperparam.beta2,
-                 prior_precision=_default_hyperparam.prior_precision,
-                 tau=_default_hyperparam.tau,
-                 damping=_default_hyperparam.damping,
-                 init_precision=_default_hyperparam.init_precision,
-                 num_samples=1,
-                 aug_factor=_default_hyperparam.aug_factor,
-                 bias_correction=_default_hyperparam.bias_correction,
-                 tau_warmup_steps=_default_hyperparam.tau_warmup_steps,
-                 tau_init=_default_hyperparam.tau_init, seed=0):
-        super(VOGN, self).__init__()
-        hp = self.hyperparam
-        hp.dataset_size = dataset_size
-        hp.lr = lr
-        hp.beta1 = beta1
-        hp.beta2 = beta2
-        hp.prior_precision = prior_precision
-        hp.tau = tau
-        hp.damping = damping
-        hp.init_precision = init_precision
-        hp.aug_factor = aug_factor
-        hp.bias_correction = bias_correction
-        hp.tau_warmup_steps = tau_warmup_steps
-        hp.tau_init = tau_init
-        check_hyperparameters(hp)
+    def __init__(self, dataset_size, num_samples=1, seed=0, **hyperparams):
+        super(VOGN, self).__init__(dataset_size, **hyperparams)
         if int(num_samples) != num_samples or num_samples < 1:
             raise ValueError('VOGN: num_samples = {!r} is invalid: it must '
                              'be an integer >= 1'.format(num_samples))
@@ -330,18 +320,13 @@ class VOGN(optimizer.GradientMethod):
         self.seed = int(seed)
         self.last_loss = None
 
-    dataset_size = optimizer.HyperparameterProxy('dataset_size')
-    lr = optimizer.HyperparameterProxy('lr')
-    beta1 = optimizer.HyperparameterProxy('beta1')
-    beta2 = optimizer.HyperparameterProxy('beta2')
-    prior_precision = optimizer.HyperparameterProxy('prior_precision')
-    tau = optimizer.HyperparameterProxy('tau')
-    damping = optimizer.HyperparameterProxy('damping')
-    init_precision = optimizer.HyperparameterProxy('init_precision')
-    aug_factor = optimizer.HyperparameterProxy('aug_factor')
-    bias_correction = optimizer.HyperparameterProxy('bias_correction')
-    tau_warmup_steps = optimizer.HyperparameterProxy('tau_warmup_steps')
-    tau_init = optimizer.HyperparameterProxy('tau_init')
+    @classmethod
+    def check_hyperparameters(cls, hp):
+        """The declared ranges, and tau_init > 0 for a warm-up."""
+        super(VOGN, cls).check_hyperparameters(hp)
+        if hp.tau_warmup_steps > 0 and not hp.tau_init > 0:
+            raise cls.invalid(hp, 'tau_init', cls.hyperparameter(
+                'tau_init').rule)
 
     def setup(self, link):
         """Attach to ``link``; every parameter must belong to a supported link."""
@@ -407,6 +392,14 @@ class VOGN(optimizer.GradientMethod):
         self._ensure_derived()
         return {name: p.update_rule.sigma(p)
                 for name, p in sorted(self.target.namedparams())}
+
+    def derived(self):
+        """lr (scaled with the data shards by :class:`DistributedVOGN` when
+        not given), tau and the prior precision as used
+        (:func:`derive_defaults`)."""
+        self._ensure_derived()
+        return collections.OrderedDict((name, getattr(self, name)) for name
+                                       in ('lr', 'tau', 'prior_precision'))
 
     def reduce_statistics(self, grads, curvatures):
         """Average g_hat and h_hat over processes; one process: nothing to do."""

@@ -1,4 +1,5 @@
-"""The learned posterior N(mu, sigma^2) as one npz file, usable without VOGN.
+"""The learned posterior N(mu, sigma^2) as one npz file, usable without its
+optimizer.
 
 Layout of the file: ``mu/<param name>`` and ``sigma/<param name>`` for every
 parameter, ``persistent/<name>`` for every persistent value (BatchNormalization
@@ -16,6 +17,7 @@ import chainer
 from chainer import backend
 
 from chainer_vogn.files import atomic_write
+from chainer_vogn.posterior_optimizer import PosteriorOptimizer
 
 
 def _host(array):
@@ -25,11 +27,12 @@ def _host(array):
 def from_model(model, optimizer=None, meta=None):
     """The posterior a model and its optimizer hold now, on the host.
 
-    mu is the model's parameters; sigma comes from a VOGN optimizer's
-    ``posterior_std`` and is zero without one (point weights).
+    mu is the model's parameters; sigma comes from ``optimizer`` when it
+    learns a posterior (a :class:`~chainer_vogn.posterior_optimizer.
+    PosteriorOptimizer`) and is zero otherwise (point weights).
     """
     std = {}
-    if optimizer is not None and hasattr(optimizer, 'posterior_std'):
+    if isinstance(optimizer, PosteriorOptimizer):
         std = optimizer.posterior_std()
     mu, sigma = {}, {}
     for name, param in model.namedparams():
@@ -48,8 +51,8 @@ def from_model(model, optimizer=None, meta=None):
 
 
 def save_posterior(path, model, optimizer=None, meta=None):
-    """Save mu (the model's parameters) and sigma (from a VOGN optimizer),
-    as :func:`from_model` reads them."""
+    """Save mu (the model's parameters) and sigma (from an optimizer that
+    learns a posterior), as :func:`from_model` reads them."""
     post = from_model(model, optimizer, meta)
     arrays = {}
     for name in post.mu:

@@ -1,8 +1,10 @@
 """The one registry of optimizers train.py offers, by --optimizer name.
 
 Each entry says how to build the optimizer, how its runs are sampled at
-prediction time, its label and its defaults (see
-docs/adding_an_optimizer.md); nothing else in the package lists optimizers.
+prediction time, its label and its defaults, and for an optimizer that
+learns a posterior, its class, whose declared hyperparameters become
+train.py's options (see docs/adding_an_optimizer.md); nothing else in the
+package lists optimizers.
 """
 import collections
 
@@ -44,17 +46,18 @@ def _data_parallel(optimizer, model, args, comm):
     return optimizer
 
 
-def _build_vogn(args, comm, model, dataset_size):
-    optimizer = DistributedVOGN(
-        comm, dataset_size, num_sample_groups=args.samples, lr=args.lr,
-        beta1=args.beta1, beta2=args.beta2,
-        prior_precision=args.prior_precision, tau=args.tau,
-        damping=args.damping, init_precision=args.init_precision,
-        num_samples=args.mc, aug_factor=args.aug_factor,
-        bias_correction=args.bias_correction,
-        tau_warmup_steps=args.tau_warmup_steps, tau_init=args.tau_init,
-        seed=args.seed)
-    return optimizer.setup(model)
+def _build_posterior(cls):
+    """The builder of ``cls``, the distributed form of a
+    :class:`~chainer_vogn.posterior_optimizer.PosteriorOptimizer`: its
+    declared hyperparameters take the options of the same names, its
+    layout --samples, --mc and --seed."""
+    def build(args, comm, model, dataset_size):
+        hyperparams = {h.name: getattr(args, h.name)
+                       for h in cls.hyperparameters}
+        return cls(comm, dataset_size, num_sample_groups=args.samples,
+                   num_samples=args.mc, seed=args.seed,
+                   **hyperparams).setup(model)
+    return build
 
 
 def _build_adam(args, comm, model, dataset_size):
@@ -72,27 +75,40 @@ def _build_momentum_sgd(args, comm, model, dataset_size):
 #: * ``build(args, comm, model, dataset_size)`` returns the optimizer set up
 #:   on ``model`` (initialised parameters) for the processes of ``comm``;
 #: * ``sampling`` says how evaluation draws the predictive's samples:
-#:   'weights' (from the posterior the optimizer learnt; it has
-#:   ``dataset_size`` and model.npz gets its sigma), 'dropout' (dropout on,
-#:   mean weights) or 'point' (one deterministic pass);
+#:   'weights' (from the posterior the optimizer learnt), 'dropout' (dropout
+#:   on, mean weights) or 'point' (one deterministic pass);
 #: * ``label`` names it in reports; ``default_lr`` and ``default_dropout``
 #:   apply when --lr and --dropout are not given; ``lr_attr`` is the
-#:   hyperparameter that --lr-milestones decays.
+#:   hyperparameter that --lr-milestones decays;
+#: * ``posterior``: for an optimizer that learns a posterior, its class
+#:   (a :class:`~chainer_vogn.posterior_optimizer.PosteriorOptimizer`), whose
+#:   declared hyperparameters become options; else None.
 OptimizerSpec = collections.namedtuple(
     'OptimizerSpec', ['name', 'label', 'build', 'sampling', 'default_lr',
-                      'default_dropout', 'lr_attr'])
+                      'default_dropout', 'lr_attr', 'posterior'])
+
+
+def posterior_spec(name, cls, default_lr):
+    """The entry of an optimizer that learns a posterior; ``cls`` is its
+    distributed form (``cls(comm, dataset_size, num_sample_groups=S,
+    num_samples=K, seed=seed, **hyperparams)``).  ``default_lr`` None leaves
+    lr to ``cls``."""
+    return OptimizerSpec(name, cls.label, _build_posterior(cls), 'weights',
+                         default_lr, 0.0, 'lr', cls)
+
 
 #: The optimizers train.py offers, by --optimizer name.
 OPTIMIZERS = collections.OrderedDict((spec.name, spec) for spec in (
-    # None: DistributedVOGN scales its lr with the data shards (scaled_lr).
-    OptimizerSpec('vogn', 'VOGN', _build_vogn, 'weights', None, 0.0, 'lr'),
+    # DistributedVOGN scales its lr with the data shards (scaled_lr).
+    posterior_spec('vogn', DistributedVOGN, None),
     OptimizerSpec('adam', 'Adam', _build_adam, 'point',
-                  adam_module._default_hyperparam.alpha, 0.0, 'alpha'),
+                  adam_module._default_hyperparam.alpha, 0.0, 'alpha', None),
     # MC dropout is Adam training with dropout, sampled with dropout on.
     OptimizerSpec('mcdropout', 'MC dropout', _build_adam, 'dropout',
-                  adam_module._default_hyperparam.alpha, 0.5, 'alpha'),
+                  adam_module._default_hyperparam.alpha, 0.5, 'alpha', None),
     OptimizerSpec('sgd', 'SGD', _build_momentum_sgd, 'point',
-                  momentum_sgd_module._default_hyperparam.lr, 0.0, 'lr'),
+                  momentum_sgd_module._default_hyperparam.lr, 0.0, 'lr',
+                  None),
 ))
 
 #: The ways a predictive is sampled.
@@ -105,3 +121,13 @@ def optimizer_spec(name):
         raise ValueError('unknown optimizer {!r}; expected one of {}'.format(
             name, ', '.join(OPTIMIZERS)))
     return OPTIMIZERS[name]
+
+
+def declared_hyperparameters():
+    """{option name: [(optimizer name, Hyperparameter), ...]} of what the
+    registered posterior optimizers declare, in registry order."""
+    found = collections.OrderedDict()
+    for spec in OPTIMIZERS.values():
+        for h in spec.posterior.hyperparameters if spec.posterior else ():
+            found.setdefault(h.name, []).append((spec.name, h))
+    return found

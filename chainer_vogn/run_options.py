@@ -3,9 +3,9 @@
 one :class:`RunConfig`; and the parser style train.py, evaluate.py and
 predict.py share (:class:`ArgumentParser`)."""
 import argparse
+import collections
 import dataclasses
 import json
-import re
 from typing import List
 from typing import Optional
 
@@ -13,7 +13,8 @@ from chainer.optimizers import momentum_sgd as momentum_sgd_module
 
 from chainer_vogn import datasets
 from chainer_vogn import models
-from chainer_vogn import optimizer as vogn_module
+from chainer_vogn import registry
+from chainer_vogn.posterior_optimizer import HyperparameterError
 from chainer_vogn.registry import OPTIMIZERS
 
 COMMUNICATORS = ('naive', 'flat', 'pure_nccl')
@@ -109,26 +110,14 @@ def _greater_than_zero():
     return dict(convert=_number, check=lambda v: v > 0, rule='a number > 0')
 
 
-_VOGN = vogn_module._default_hyperparam
-
-
 @dataclasses.dataclass
-class RunConfig(object):
-    """The options of a train.py run, converted, checked and completed.
-
-    Build it from Python (``RunConfig(optimizer='adam', epochs=5)``), from
-    train.py's command line and --config file (:func:`parse_args`) or from a
-    run's config.json (:meth:`from_record`): the values go through the same
-    conversions and checks, and a bad one raises :class:`ConfigError`.
-    ``lr`` and ``dropout`` left as None take the optimizer's defaults (see
-    :data:`OPTIMIZERS`); VOGN's options default to VOGN's own defaults.
-    The meaning of each field is the help of its option in
-    :func:`build_parser`.
-    """
+class _GeneralOptions(object):
+    """The options of every run; :class:`RunConfig` adds the hyperparameters
+    the registered optimizers declare."""
 
     config: Optional[str] = _option(None, _text)
     # Model and data
-    optimizer: str = _option('vogn', _text, choices=tuple(OPTIMIZERS))
+    optimizer: str = _option('vogn', _text, choices=OPTIMIZERS)
     arch: str = _option('mlp', _text, choices=models.ARCHS)
     dataset: str = _option('digits', _text, choices=datasets.DATASETS)
     data_dir: Optional[str] = _option(None, _text)
@@ -156,17 +145,6 @@ class RunConfig(object):
                               **_in_unit_interval())
     seed: int = _option(0, _integer, check=lambda v: 0 <= v < 2 ** 32,
                         rule='an integer in [0, 2**32)')
-    # VOGN; its own check_hyperparameters has their ranges
-    beta1: float = _option(_VOGN.beta1, _number)
-    beta2: float = _option(_VOGN.beta2, _number)
-    prior_precision: float = _option(_VOGN.prior_precision, _number)
-    tau: float = _option(_VOGN.tau, _number)
-    damping: float = _option(_VOGN.damping, _number)
-    init_precision: Optional[float] = _option(_VOGN.init_precision, _number)
-    aug_factor: float = _option(_VOGN.aug_factor, _number)
-    bias_correction: bool = _option(_VOGN.bias_correction, _flag)
-    tau_warmup_steps: int = _option(_VOGN.tau_warmup_steps, _integer)
-    tau_init: float = _option(_VOGN.tau_init, _number)
     # Devices, output and resuming
     device: int = _option(-1, _integer, check=lambda v: v >= -1,
                           rule='-1 (the CPU) or a GPU number >= 0')
@@ -189,7 +167,17 @@ class RunConfig(object):
             self.lr = spec.default_lr
         if self.dropout is None:
             self.dropout = spec.default_dropout
+        for h in _declared(spec):
+            if h.name in HYPERPARAMETER_OPTIONS and \
+                    getattr(self, h.name) is None:
+                setattr(self, h.name, h.default)
         self._check_combinations(spec)
+
+    def foreign_options(self):
+        """The hyperparameter options that this run's optimizer does not
+        take: they do not decide its results."""
+        own = {h.name for h in _declared(OPTIMIZERS[self.optimizer])}
+        return set(HYPERPARAMETER_OPTIONS) - own
 
     def _check_combinations(self, spec):
         weight_samplers = [name for name, other in OPTIMIZERS.items()
@@ -218,17 +206,16 @@ class RunConfig(object):
             raise ConfigError('communicator', (
                 'communicator: {} needs GPUs; use naive with device -1 (the '
                 'CPU)').format(self.communicator))
-        names = [name for name in _VOGN.get_dict() if name != 'dataset_size']
-        values = {name: getattr(self, name) for name in names}
-        if values['lr'] is None:  # VOGN's, scaled with the data shards
-            values['lr'] = _VOGN.lr
-        hyperparam = argparse.Namespace(dataset_size=1, **values)
-        try:
-            vogn_module.check_hyperparameters(hyperparam)
-        except ValueError as e:
-            words = re.findall(r'\w+', str(e))
-            raise ConfigError(next((w for w in words if w in names), None),
-                              str(e))
+        if spec.posterior is not None:
+            # A value left None is checked as the default the optimizer
+            # takes for it (VOGN's lr, which it scales).
+            values = {h.name: h.default if getattr(self, h.name) is None
+                      else getattr(self, h.name) for h in _declared(spec)}
+            try:
+                spec.posterior.check_hyperparameters(argparse.Namespace(
+                    dataset_size=1, **values))
+            except HyperparameterError as e:
+                raise ConfigError(e.name, str(e))
 
     @classmethod
     def from_record(cls, record):
@@ -239,6 +226,42 @@ class RunConfig(object):
                               'values, got {}'.format(type(record).__name__))
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in record.items() if k in names})
+
+
+def _declared(spec):
+    """The hyperparameters the optimizer of ``spec`` declares."""
+    return spec.posterior.hyperparameters if spec.posterior else ()
+
+
+#: {option: [(optimizer, Hyperparameter), ...]} of the hyperparameters the
+#: registered optimizers declare, except options every run has (lr).
+HYPERPARAMETER_OPTIONS = collections.OrderedDict(
+    (name, declared) for name, declared in
+    registry.declared_hyperparameters().items()
+    if name not in {f.name for f in dataclasses.fields(_GeneralOptions)})
+
+_CONVERSIONS = {float: _number, int: _integer, bool: _flag}
+
+RunConfig = dataclasses.make_dataclass(
+    'RunConfig', [(name, Optional[declared[0][1].type],
+                   _option(None, _CONVERSIONS[declared[0][1].type]))
+                  for name, declared in HYPERPARAMETER_OPTIONS.items()],
+    bases=(_GeneralOptions,), namespace={'__module__': __name__})
+RunConfig.__doc__ = """The options of a train.py run, converted, checked and
+completed.
+
+Build it from Python (``RunConfig(optimizer='adam', epochs=5)``), from
+train.py's command line and --config file (:func:`parse_args`) or from a
+run's config.json (:meth:`from_record`): the values go through the same
+conversions and checks, and a bad one raises :class:`ConfigError`.  ``lr``
+and ``dropout`` left as None take the optimizer's defaults (see
+:data:`~chainer_vogn.registry.OPTIMIZERS`).  The fields after the general
+options are the hyperparameters the optimizers declare
+(:data:`HYPERPARAMETER_OPTIONS`): None, unless given, for optimizers that do
+not take them, and the run's optimizer's default for those it takes; its own
+``check_hyperparameters`` checks their ranges.  The meaning of each field is
+the help of its option in :func:`build_parser`.
+"""
 
 
 def _checked(field, value):
@@ -339,6 +362,9 @@ def build_parser():
         return '{' + ','.join(RunConfig.__dataclass_fields__[name].metadata[
             'choices']) + '}'
 
+    weight_samplers = ' and '.join(spec.label for spec in OPTIMIZERS.values()
+                                   if spec.sampling == 'weights')
+
     p = ArgumentParser(
         prog='train.py',
         description='Train a classifier with VOGN (or a baseline) on one or '
@@ -391,16 +417,18 @@ def build_parser():
         'shows the test set (evaluate.py always uses the test set)',
         metavar='F')
     g = p.add_argument_group('training')
-    add(g, '--samples', 'sample groups across processes (VOGN only); the '
-        'number of processes must be a multiple of S', metavar='S')
-    add(g, '--mc', 'Monte Carlo weight samples per process per step (VOGN '
-        'only)', metavar='K')
+    add(g, '--samples', 'sample groups across processes ({} only); the '
+        'number of processes must be a multiple of S'.format(
+            weight_samplers), metavar='S')
+    add(g, '--mc', 'Monte Carlo weight samples per process per step ({} '
+        'only)'.format(weight_samplers), metavar='K')
     add(g, '--batchsize', 'minibatch size PER PROCESS (ChainerMN '
         'convention)')
     add(g, '--epochs', 'epochs to train (in all, also when resuming)')
     add(g, '--lr', 'learning rate (Adam\'s alpha; default: {})'.format(
         ', '.join('{} {}'.format(name, spec.default_lr or '{} x the data '
-                                 'shards D'.format(_VOGN.lr))
+                                 'shards D'.format(spec.posterior.hyperparameter(
+                                     'lr').default))
                   for name, spec in OPTIMIZERS.items())))
     add(g, '--lr-milestones', 'epochs at which the learning rate is '
         'multiplied by --lr-decay (default: none)', metavar='E1,E2')
@@ -411,26 +439,16 @@ def build_parser():
     add(g, '--momentum', 'momentum of sgd')
     add(g, '--seed', 'random seed of initial weights, data order, '
         'augmentation and VOGN\'s weight samples')
-    g = p.add_argument_group('VOGN (see docs/algorithm.md)')
-    add(g, '--beta1', 'momentum of the mean\'s gradient: weight on the old '
-        'value')
-    add(g, '--beta2', 'moving average of the precision: weight on the old '
-        'value')
-    add(g, '--prior-precision', 'precision delta of the isotropic Gaussian '
-        'prior (1 / prior variance) (default: derived: a pull on the mean '
-        'like a weight decay of 1e-4, see docs/tuning.md)')
-    add(g, '--tau', 'KL weight (temperature) tau (default: derived from the '
-        'training set size, the damping and the widest unit, see '
-        'docs/tuning.md)')
-    add(g, '--damping', 'damping gamma added to the precision')
-    add(g, '--init-precision', 'initial precision s0 (default: none: the '
-        'first step runs at the mean and sets s to its curvature)')
-    add(g, '--aug-factor', 'data augmentation factor rho: N_eff = rho * N')
-    add(g, '--no-bias-correction', 'turn off the bias correction of the '
-        'moving averages (on by default)')
-    add(g, '--tau-warmup-steps', 'steps over which tau rises from --tau-init '
-        'to --tau (0: no warm-up)')
-    add(g, '--tau-init', 'tau at the first step of a warm-up')
+    for spec in OPTIMIZERS.values():
+        if spec.posterior is None:
+            continue
+        g = p.add_argument_group('{} (see docs/algorithm.md)'.format(
+            spec.label))
+        for h in _declared(spec):
+            declared = HYPERPARAMETER_OPTIONS.get(h.name)
+            if declared and declared[0][0] == spec.name:  # added once
+                flag, text, kwargs = _hyperparameter_option(h.name, declared)
+                add(g, flag, text, **kwargs)
     g = p.add_argument_group('devices, output and resuming')
     add(g, '--device', '-1: CPU; >= 0: GPUs, rank r uses GPU device + its '
         'rank on the node')
@@ -455,6 +473,26 @@ def build_parser():
     add(g, '--no-progress', 'no progress bar, for batch jobs (default: a '
         'progress bar)')
     return p
+
+
+def _hyperparameter_option(name, declared):
+    """(flag, help, argparse keywords) of the option of hyperparameter
+    ``name`` that the optimizers ``declared`` [(optimizer,
+    Hyperparameter), ...] take; the help is the first one's."""
+    first = declared[0][1]
+    flag = '--' + name.replace('_', '-')
+    if first.type is bool:
+        if first.default:
+            return '--no-' + flag[2:], 'turn off {} (on by default)'.format(
+                first.help), {}
+        return flag, first.help, {'action': 'store_true'}
+    defaults = ['{} {}'.format(optimizer, h.default) if len(declared) > 1
+                else str(h.default) for optimizer, h in declared
+                if h.default is not None]
+    if defaults:
+        return flag, '{} (default: {})'.format(first.help,
+                                               ', '.join(defaults)), {}
+    return flag, first.help, {}
 
 
 class _Unset(object):

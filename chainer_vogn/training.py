@@ -29,6 +29,7 @@ from chainer_vogn import posterior
 from chainer_vogn import registry
 from chainer_vogn import run_setup
 from chainer_vogn import validation
+from chainer_vogn.posterior_optimizer import PosteriorOptimizer
 
 
 class Updater(training.updaters.StandardUpdater):
@@ -110,13 +111,26 @@ def config_record(args, comm, optimizer, info):
         processes=comm.size, sample_groups=args.samples,
         data_shards=comm.size // args.samples, dataset_info=info,
         versions=compat.versions(), command=' '.join(sys.argv))
-    if registry.OPTIMIZERS[args.optimizer].sampling == 'weights':
+    if isinstance(optimizer, PosteriorOptimizer):
         record['dataset_size'] = optimizer.dataset_size
         # As used: derived from the data and the model when not given.
-        record['lr_used'] = optimizer.lr
-        record['tau_used'] = optimizer.tau
-        record['prior_precision_used'] = optimizer.prior_precision
+        for name, value in optimizer.derived().items():
+            record[name + '_used'] = value
     return record
+
+
+def describe_derived(args, optimizer):
+    """train.py's line of the hyperparameters ``optimizer`` derived, or
+    None when every one was given."""
+    if not isinstance(optimizer, PosteriorOptimizer):
+        return None
+    derived = optimizer.derived()
+    if all(getattr(args, name, None) is not None for name in derived):
+        return None
+    return '{}: {} (derived where not given: {})'.format(
+        optimizer.label, ', '.join(
+            '{} = {:.4g}'.format(name.replace('_', ' '), value)
+            for name, value in derived.items()), optimizer.derived_help)
 
 
 def run(args):
@@ -142,7 +156,8 @@ def run(args):
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         model.predictor(device.send(train[0][0][None]))  # lazy shapes
     optimizer = spec.build(args, comm, model, len(train))
-    data_comm = getattr(optimizer, 'data_comm', comm)
+    learns_posterior = isinstance(optimizer, PosteriorOptimizer)
+    data_comm = optimizer.data_comm if learns_posterior else comm
 
     # Shards: rank data_id of every sample group gets the same one, and
     # the same order and augmentation, so a sample communicator sees the
@@ -197,14 +212,9 @@ def run(args):
                   held_out_name, len(held_out), len(train),
                   '; --val-split F holds training images out instead'
                   if held_out_name == 'test' else ''))
-    if comm.rank == 0 and spec.sampling == 'weights' and None in (
-            args.lr, args.tau, args.prior_precision):
-        print('VOGN: lr = {:.4g}, tau = {:.4g}, prior precision = {:.4g} '
-              '(derived where not given: lr from the data shards, tau and '
-              'the prior from the training set size, the damping and the '
-              'widest unit; see docs/tuning.md)'.format(
-                  record['lr_used'], record['tau_used'],
-                  record['prior_precision_used']))
+    derived = describe_derived(args, optimizer)
+    if comm.rank == 0 and derived:
+        print(derived)
     plan.start(trainer, comm, record)
     trainer.run(show_loop_exception_msg=False)
 
@@ -216,8 +226,7 @@ def run(args):
                 'image_size': info['image_size']}
         posterior.save_posterior(
             os.path.join(args.out, 'model.npz'), model,
-            optimizer if spec.sampling == 'weights' else None,
-            meta=meta)
+            optimizer if learns_posterior else None, meta=meta)
         record['finished'] = True
         record['final'] = trainer.get_extension('LogReport').log[-1]
         files.write_json(os.path.join(args.out, 'config.json'), record)

@@ -33,7 +33,7 @@ class PredictiveValidation(training.Extension):
     Args:
         dataset: this rank's test examples ``(x, t)``.
         model: the ``L.Classifier`` being trained.
-        optimizer: its optimizer (VOGN gives sigma; others none).
+        optimizer: its optimizer (sigma when it learns a posterior).
         method: 'weights' or 'dropout', the optimizer's sampling in
             ``registry.OPTIMIZERS``.
         n_samples (int): T.

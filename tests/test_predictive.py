@@ -25,18 +25,21 @@ from chainer_vogn import registry
 from chainer_vogn import run_options
 from chainer_vogn import run_setup
 from chainer_vogn.errors import RunError
+from chainer_vogn.posterior_optimizer import PosteriorOptimizer
 
 
-class FixedStd(object):
+class FixedStd(PosteriorOptimizer):
     """Stands in for VOGN when saving: a posterior with a chosen sigma."""
 
-    t = 0
-
     def __init__(self, std):
+        super(FixedStd, self).__init__(dataset_size=1)
         self.std = std
 
     def posterior_std(self):
         return self.std
+
+    def derived(self):
+        return {}
 
 
 def saved(tmp_path, model, std=None):

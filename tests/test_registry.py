@@ -8,6 +8,7 @@ import chainermn
 from chainer_vogn import registry
 from chainer_vogn import run_options
 from chainer_vogn import run_setup
+from chainer_vogn.posterior_optimizer import PosteriorOptimizer
 
 
 def _args(optimizer, **overrides):
@@ -42,7 +43,9 @@ def test_every_registered_optimizer_trains_a_step(comm, name):
     assert any(not numpy.array_equal(before[n], p.array)
                for n, p in model.namedparams())
     # A posterior to sample from exists exactly for 'weights'.
-    assert hasattr(optimizer, 'dataset_size') == (spec.sampling == 'weights')
+    learns_posterior = isinstance(optimizer, PosteriorOptimizer)
+    assert learns_posterior == (spec.sampling == 'weights')
+    assert (spec.posterior is not None) == learns_posterior
     assert spec.sampling in registry.SAMPLINGS
 
 
