@@ -43,8 +43,8 @@ HYPERPARAMETERS = (
     Hyperparameter('prior_precision', None, float,
                    lambda v: v is None or v >= 0, 'None (derived) or >= 0',
                    'precision delta of the isotropic Gaussian prior (1 / '
-                   'prior variance) (default: derived: a pull on the mean '
-                   'like a weight decay of 1e-4, see docs/tuning.md)'),
+                   'prior variance) (default: derived from the widest unit: '
+                   'N(0, 4 / fan-in), see docs/tuning.md)'),
     Hyperparameter('tau', None, float, lambda v: v is None or v > 0,
                    'None (derived) or > 0',
                    'KL weight (temperature) tau (default: derived from the '
@@ -305,9 +305,9 @@ class VOGN(PosteriorOptimizer):
 
     hyperparameters = HYPERPARAMETERS
     label = 'VOGN'
-    derived_help = ('lr from the data shards, tau and the prior from the '
-                    'training set size, the damping and the widest unit; see '
-                    'docs/tuning.md')
+    derived_help = ('lr from the data shards, tau from the training set '
+                    'size, the damping and the widest unit, the prior from '
+                    'the widest unit; see docs/tuning.md')
     #: Index of this process's Monte Carlo sample group (see distributed).
     sample_id = 0
 
