@@ -111,13 +111,7 @@ class Posterior(object):
 
     def load_into(self, model):
         """Put mu and the persistent values into ``model``, to stay."""
-        weights, persistent = self._values(model)
-        params = dict(model.namedparams())
-        for name, value in weights.items():
-            params[name].array = value
-        for name, link, attr, _ in _persistent_slots(model):
-            if name in persistent:
-                setattr(link, attr, persistent[name])
+        _put(model, *self._values(model))
 
     def sampled(self, model, rng=None):
         """:func:`sampled` with mu (rng None) or one sample mu + sigma * eps
@@ -139,22 +133,28 @@ def sampled(link, weights, persistent=None):
     ``weights`` or ``persistent`` keep their arrays.
     """
     persistent = persistent or {}
-    params = dict(link.namedparams())
+    kept = [(param, param.array) for param in link.params()]
     slots = [(owner, attr, value) for name, owner, attr, value in
              _persistent_slots(link) if name in persistent]
-    kept = [(param, param.array) for param in params.values()]
     try:
-        for name, value in weights.items():
-            params[name].array = value
-        for name, owner, attr, _ in _persistent_slots(link):
-            if name in persistent:
-                setattr(owner, attr, persistent[name])
+        _put(link, weights, persistent)
         yield
     finally:
         for param, array in kept:
             param.array = array
         for owner, attr, value in slots:
             setattr(owner, attr, value)
+
+
+def _put(link, weights, persistent):
+    """Put ``weights`` into the parameters and ``persistent`` into the
+    persistent values of ``link``, by name."""
+    params = dict(link.namedparams())
+    for name, value in weights.items():
+        params[name].array = value
+    for name, owner, attr, _ in _persistent_slots(link):
+        if name in persistent:
+            setattr(owner, attr, persistent[name])
 
 
 def _persistent_slots(model):
