@@ -27,6 +27,7 @@ import numpy
 from chainer import serializers
 from chainer import training as chainer_training
 
+from chainer_vogn import run_options
 from chainer_vogn.errors import RunError
 from chainer_vogn.files import atomic_write
 from chainer_vogn.files import temporaries
@@ -198,7 +199,9 @@ def plan(args, comm):
             'the options cannot be checked; choose another --out'.format(
                 folder, why))
     current = result_options(args, comm)
-    diffs = differences(recorded, current, current)
+    # A record older than an option ran with that option's default.
+    diffs = differences(dict(_as_json(run_options.general_defaults()),
+                             **recorded), current, current)
     foreign = sorted(r for r in snapshots if r >= comm.size)
     if foreign and not diffs:
         diffs = ['snapshots of ranks {} but {} processes'.format(

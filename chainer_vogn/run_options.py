@@ -228,6 +228,14 @@ class _GeneralOptions(object):
         return cls(**{k: v for k, v in record.items() if k in names})
 
 
+def general_defaults():
+    """{option: default} of the options every run has, whatever its
+    optimizer: what a record written before an option existed ran with."""
+    return {field.name: field.default_factory()
+            if field.default is dataclasses.MISSING else field.default
+            for field in dataclasses.fields(_GeneralOptions)}
+
+
 def _declared(spec):
     """The hyperparameters the optimizer of ``spec`` declares."""
     return spec.posterior.hyperparameters if spec.posterior else ()

@@ -169,3 +169,29 @@ def test_an_older_record_of_a_baseline_still_resumes(tmp_path, monkeypatch):
     commands.train_main(train + ['--epochs', '2', '--resume'])
     with open(path) as f:
         assert json.load(f)['final']['epoch'] == 2
+
+
+@pytest.mark.e2e
+def test_a_record_older_than_an_option_resumes_with_its_default(
+        tmp_path, monkeypatch):
+    """A run recorded before --train-size, --label-noise and --val-split
+    existed ran as they do by default: it resumes; a changed one is still
+    refused."""
+    monkeypatch.setattr(distributed, 'abort_on_uncaught_exception',
+                        lambda: None)
+    run = str(tmp_path / 'vogn')
+    train = ['--out', run, '--no-progress', '--val-samples', '0']
+    commands.train_main(train + ['--epochs', '1'])
+    path = os.path.join(run, 'config.json')
+    with open(path) as f:
+        config = json.load(f)
+    for name in ('train_size', 'label_noise', 'val_split'):
+        del config[name]
+    with open(path, 'w') as f:
+        json.dump(config, f)
+    with pytest.raises(SystemExit):
+        commands.train_main(train + ['--epochs', '2', '--resume',
+                                     '--label-noise', '0.1'])
+    commands.train_main(train + ['--epochs', '2', '--resume'])
+    with open(path) as f:
+        assert json.load(f)['final']['epoch'] == 2
