@@ -3,7 +3,8 @@
 # (jobscripts/local.sh).  `make test`: build both virtual environments from
 # nothing and run the whole suite on each.  `make test-fast`: the unit tests
 # only (pytest -m unit), on the Python 3.11 environment, for the edit-test
-# loop; `make test-mpi`, `make test-e2e` likewise (markers: pyproject.toml).
+# loop; `make test-mpi`, `make test-e2e`, `make test-install` (README's pip
+# line in a new venv, from nothing) likewise (markers: pyproject.toml).
 # An interpreter of the given version that really runs (pyenv shims of
 # versions that are installed but not selected do not).
 find_python = $(firstword $(foreach p,python$(1) $(wildcard $(HOME)/.pyenv/versions/$(1)*/bin/python$(1)),\
@@ -19,7 +20,7 @@ PYTEST_ARGS ?= -q
 # alone, and the NumPy 2 stack still gets the newest setuptools itself.
 PIP_ENV = PIP_BUILD_CONSTRAINT=$(CURDIR)/requirements/build.txt PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: demo test test-py311 test-py312 test-fast test-mpi test-e2e env clean
+.PHONY: demo test test-py311 test-py312 test-fast test-mpi test-e2e test-install env clean
 
 test: test-py311 test-py312
 
@@ -56,7 +57,7 @@ test-py312: $(VENV_NUMPY2)/.installed
 test-fast: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) -m unit
 
-test-mpi test-e2e: test-%: $(VENV)/.installed
+test-mpi test-e2e test-install: test-%: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) -m $*
 
 clean:
