@@ -11,7 +11,8 @@ algorithm.md``, "Distributed layout"):
 * eps comes from (seed, sample_id, step), so it is shared inside a sample
   group and independent across groups;
 * each step does ONE allreduce of the packed [g_hat, h_hat] over all P ranks,
-  then every rank applies the same update, so mu, m and s stay identical.
+  then every rank applies the same update, so mu and the optimizer's state
+  stay identical.
 
 This is not wrapped in ``chainermn.create_multi_node_optimizer``: that
 wrapper runs forward/backward itself and skips the first update.
@@ -78,29 +79,17 @@ def abort_on_uncaught_exception():
     global_except_hook.add_hook()
 
 
-class DistributedVOGN(VOGN):
-    """VOGN with data-parallel and sample-parallel processes.
+class SampleGroups(object):
+    """The data x sample layout, mixed into a
+    :class:`~chainer_vogn.variational.SampledGradientMethod` (see the module
+    docstring): rank 0's parameters everywhere, eps by sample group and one
+    packed allreduce of [g_hat, h_hat] per step."""
 
-    Args:
-        comm: a ChainerMN communicator over all P processes (``naive`` on
-            CPU, ``pure_nccl`` or ``flat`` on GPUs).
-        dataset_size (int): N, the size of the WHOLE training set.
-        num_sample_groups (int): S; P must be a multiple of it.
-        lr (float): the step size; None: :func:`scaled_lr` of the D = P / S
-            data shards.
-        **kwargs: the other hyperparameters of :class:`~chainer_vogn.VOGN`.
-    """
-
-    def __init__(self, comm, dataset_size, num_sample_groups=1, lr=None,
-                 **kwargs):
-        layout = Layout(comm.size, comm.rank, num_sample_groups)
-        if lr is None:
-            lr = scaled_lr(layout.num_data_shards)
-        super(DistributedVOGN, self).__init__(dataset_size, lr=lr, **kwargs)
+    def _join(self, comm, layout):
         self.layout = layout
         self.comm = comm
-        self.sample_id = self.layout.sample_id
-        self.data_id = self.layout.data_id
+        self.sample_id = layout.sample_id
+        self.data_id = layout.data_id
         self.data_comm = comm.split(self.sample_id, comm.rank)
 
     def setup(self, link):
@@ -109,14 +98,14 @@ class DistributedVOGN(VOGN):
         Parameters must be initialised (run one forward pass first for links
         built with a lazy input size).
         """
-        super(DistributedVOGN, self).setup(link)
+        super(SampleGroups, self).setup(link)
         uninitialised = [name for name, p in link.namedparams()
                          if p.array is None]
         if uninitialised:
             raise ValueError(
                 'parameters {} are not initialised; run one forward pass on '
-                'every rank before DistributedVOGN.setup so rank 0 can '
-                'broadcast them'.format(uninitialised))
+                'every rank before {}.setup so rank 0 can broadcast '
+                'them'.format(uninitialised, type(self).__name__))
         self.comm.bcast_data(link)
         return self
 
@@ -153,6 +142,28 @@ class DistributedVOGN(VOGN):
         self.comm.nccl_comm.allReduce(
             flat.data.ptr, flat.data.ptr, flat.size, dtype, nccl.NCCL_SUM,
             cuda.Stream.null.ptr)
+
+
+class DistributedVOGN(SampleGroups, VOGN):
+    """VOGN with data-parallel and sample-parallel processes.
+
+    Args:
+        comm: a ChainerMN communicator over all P processes (``naive`` on
+            CPU, ``pure_nccl`` or ``flat`` on GPUs).
+        dataset_size (int): N, the size of the WHOLE training set.
+        num_sample_groups (int): S; P must be a multiple of it.
+        lr (float): the step size; None: :func:`scaled_lr` of the D = P / S
+            data shards.
+        **kwargs: the other hyperparameters of :class:`~chainer_vogn.VOGN`.
+    """
+
+    def __init__(self, comm, dataset_size, num_sample_groups=1, lr=None,
+                 **kwargs):
+        layout = Layout(comm.size, comm.rank, num_sample_groups)
+        if lr is None:
+            lr = scaled_lr(layout.num_data_shards)
+        super(DistributedVOGN, self).__init__(dataset_size, lr=lr, **kwargs)
+        self._join(comm, layout)
 
 
 def create_communicator(name, device=-1):
