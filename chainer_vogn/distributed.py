@@ -1,4 +1,4 @@
-"""VOGN over many processes: data shards and Monte Carlo samples at once.
+"""VOGN and IVON over many processes: data shards and Monte Carlo samples.
 
 P processes form S sample groups of D = P / S ranks each (``docs/
 algorithm.md``, "Distributed layout"):
@@ -22,6 +22,7 @@ from chainer.backends import cuda
 import chainermn
 from chainermn import global_except_hook
 
+from chainer_vogn.ivon import IVON
 from chainer_vogn.optimizer import VOGN
 from chainer_vogn.optimizer import _default_hyperparam as _vogn_defaults
 
@@ -163,6 +164,23 @@ class DistributedVOGN(SampleGroups, VOGN):
         if lr is None:
             lr = scaled_lr(layout.num_data_shards)
         super(DistributedVOGN, self).__init__(dataset_size, lr=lr, **kwargs)
+        self._join(comm, layout)
+
+
+class DistributedIVON(SampleGroups, IVON):
+    """IVON with data-parallel and sample-parallel processes.
+
+    Args:
+        comm: a ChainerMN communicator over all P processes.
+        dataset_size (float): the effective sample size; usually the size of
+            the WHOLE training set.
+        num_sample_groups (int): S; P must be a multiple of it.
+        **kwargs: the other hyperparameters of :class:`~chainer_vogn.IVON`.
+    """
+
+    def __init__(self, comm, dataset_size, num_sample_groups=1, **kwargs):
+        layout = Layout(comm.size, comm.rank, num_sample_groups)
+        super(DistributedIVON, self).__init__(dataset_size, **kwargs)
         self._join(comm, layout)
 
 
