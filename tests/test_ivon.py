@@ -324,3 +324,42 @@ def test_learns_digits():
     assert mean_accuracy > 0.93
     assert (probs.argmax(axis=1) == t_test).mean() > 0.93
     assert all(s.min() > 0 for s in post.sigma.values())
+
+
+def test_resumes_from_a_snapshot_exactly(tmp_path):
+    """Chainer's serializers save t, m and h; eps depends on (seed, step)
+    only, so 2 steps, a snapshot and 2 more equal 4 uninterrupted steps."""
+    from chainer import serializers
+
+    def run(model, opt, steps):
+        rng = numpy.random.RandomState(opt.t)
+        for _ in range(steps):
+            x = rng.randn(6, 2, 6, 6)
+            t = rng.randint(0, 4, 6).astype(numpy.int32)
+            opt.update(lambda a, b: F.softmax_cross_entropy(model(a), b),
+                       x, t)
+
+    def fresh():
+        model = MixedNet(seed=1)
+        for p in model.params():
+            p.array = p.array.astype(numpy.float64)
+        return model, chainer_vogn.IVON(40, beta2=0.9, seed=3).setup(model)
+
+    whole, opt = fresh()
+    run(whole, opt, 2)
+    run(whole, opt, 2)
+    first, opt = fresh()
+    run(first, opt, 2)
+    serializers.save_npz(str(tmp_path / 'model.npz'), first)
+    serializers.save_npz(str(tmp_path / 'opt.npz'), opt)
+    resumed, opt = fresh()
+    serializers.load_npz(str(tmp_path / 'model.npz'), resumed)
+    serializers.load_npz(str(tmp_path / 'opt.npz'), opt)
+    assert opt.t == 2
+    run(resumed, opt, 2)
+    for (name, a), (_, b) in zip(sorted(whole.namedparams()),
+                                 sorted(resumed.namedparams())):
+        numpy.testing.assert_array_equal(a.array, b.array, name)
+        for key in ('m', 'h'):
+            numpy.testing.assert_array_equal(a.update_rule.state[key],
+                                             b.update_rule.state[key], name)
