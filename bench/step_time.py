@@ -1,9 +1,11 @@
-"""Step time of Adam, MC-dropout and VOGN on one process, and VOGN's split.
+"""Step time of Adam, MC-dropout, VOGN and IVON on one process, VOGN's split.
 
 Every optimizer trains the same architecture on the same random CIFAR-sized
-batch (3x32x32, 10 classes); the steps of the three are interleaved, so a
+batch (3x32x32, 10 classes); the steps of the four are interleaved, so a
 busy machine slows all of them alike.  The table gives the median step time
-after warm-up, VOGN/Adam, and the median time of each part of a VOGN step:
+after warm-up, VOGN/Adam and IVON/Adam (IVON needs no per-example
+gradients, so its step should cost about Adam's), and the median time of
+each part of a VOGN step:
 forward, backward (without the hook), per-example statistics (the hook),
 sampling, update, communication (reduce_statistics: nothing on one process)
 and the rest (accumulating g and h, walking the graph, checks).  Timing does
@@ -31,9 +33,10 @@ import chainer.functions as F
 from chainer_vogn import models
 from chainer_vogn import run_setup
 from chainer_vogn.curvature import SquaredGradientHook
+from chainer_vogn.ivon import IVON
 from chainer_vogn.optimizer import VOGN
 
-OPTIMIZERS = ('adam', 'mcdropout', 'vogn')
+OPTIMIZERS = ('adam', 'mcdropout', 'vogn', 'ivon')
 PHASES = ('forward', 'backward', 'hook', 'sampling', 'update',
           'communication', 'other')
 
@@ -114,6 +117,8 @@ def make_step(name, arch, device, clock, num_samples):
     if name == 'vogn':
         opt = VOGN(50000, num_samples=num_samples).setup(model)
         update = timed_vogn_step(opt, clock)
+    elif name == 'ivon':
+        update = IVON(50000, num_samples=num_samples).setup(model).update
     else:
         opt = chainer.optimizers.Adam().setup(model)
         update = opt.update
@@ -161,8 +166,9 @@ def bench(arch, batch, device, steps, warmup, num_samples, budget):
     return {'arch': arch, 'batch': batch, 'steps': len(splits),
             'warmup': warmup, 'num_samples': num_samples,
             'adam_s': med['adam'], 'mcdropout_s': med['mcdropout'],
-            'vogn_s': med['vogn'],
+            'vogn_s': med['vogn'], 'ivon_s': med['ivon'],
             'vogn_over_adam': med['vogn'] / med['adam'],
+            'ivon_over_adam': med['ivon'] / med['adam'],
             'mcdropout_over_adam': med['mcdropout'] / med['adam'],
             'vogn_split_s': {p: statistics.median(s[p] for s in splits)
                              for p in PHASES}}
@@ -180,7 +186,7 @@ def main():
                         help='seconds per model after which the timed steps '
                              'stop (at least 5 are run)')
     parser.add_argument('--samples', type=int, default=1,
-                        help='VOGN Monte Carlo samples K')
+                        help='Monte Carlo samples K of VOGN and IVON')
     parser.add_argument('--device', type=int, default=-1,
                         help='-1: CPU, n >= 0: GPU n (CuPy)')
     parser.add_argument('--smoke', action='store_true',
@@ -197,9 +203,10 @@ def main():
         results.append(bench(arch, int(batch), device, args.steps,
                              args.warmup, args.samples, args.budget))
     print_table(['arch', 'batch', 'steps', 'Adam s', 'MC-dropout s',
-                 'VOGN s', 'VOGN/Adam'],
+                 'VOGN s', 'IVON s', 'VOGN/Adam', 'IVON/Adam'],
                 [[r['arch'], r['batch'], r['steps'], r['adam_s'],
-                  r['mcdropout_s'], r['vogn_s'], r['vogn_over_adam']]
+                  r['mcdropout_s'], r['vogn_s'], r['ivon_s'],
+                  r['vogn_over_adam'], r['ivon_over_adam']]
                  for r in results])
     print()
     print('VOGN split (median seconds per step):')

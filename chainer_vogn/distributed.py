@@ -1,4 +1,4 @@
-"""VOGN over many processes: data shards and Monte Carlo samples at once.
+"""VOGN and IVON over many processes: data shards and Monte Carlo samples.
 
 P processes form S sample groups of D = P / S ranks each (``docs/
 algorithm.md``, "Distributed layout"):
@@ -11,7 +11,8 @@ algorithm.md``, "Distributed layout"):
 * eps comes from (seed, sample_id, step), so it is shared inside a sample
   group and independent across groups;
 * each step does ONE allreduce of the packed [g_hat, h_hat] over all P ranks,
-  then every rank applies the same update, so mu, m and s stay identical.
+  then every rank applies the same update, so mu and the optimizer's state
+  stay identical.
 
 This is not wrapped in ``chainermn.create_multi_node_optimizer``: that
 wrapper runs forward/backward itself and skips the first update.
@@ -21,21 +22,22 @@ from chainer.backends import cuda
 import chainermn
 from chainermn import global_except_hook
 
+from chainer_vogn.ivon import IVON
 from chainer_vogn.optimizer import VOGN
-from chainer_vogn.optimizer import _default_hyperparam as _vogn_defaults
 
 
-def scaled_lr(num_data_shards):
-    """VOGN's step size when none is given: the one-process default times
-    the D data shards a step averages over.
+def scaled_lr(lr, num_data_shards):
+    """The step size when none is given: the one-process default ``lr``
+    times the D data shards a step averages over.
 
     A step sees D times the images of one process's minibatch, so an epoch
     has D times fewer steps; growing the step with D (the linear scaling
     rule) lets an epoch move the mean as far as on one process.  Measured
     on digits, 10 epochs (docs/tuning.md): P = 4, S = 2 went from NLL 0.108
-    to 0.091 and P = 8, S = 2 from 0.150 to 0.095.
+    to 0.091 and P = 8, S = 2 from 0.150 to 0.095 with VOGN; with IVON,
+    P = 4, S = 2 went from 0.133 to 0.112 (docs/algorithm.md, "IVON").
     """
-    return _vogn_defaults.lr * num_data_shards
+    return lr * num_data_shards
 
 
 class Layout(object):
@@ -78,29 +80,34 @@ def abort_on_uncaught_exception():
     global_except_hook.add_hook()
 
 
-class DistributedVOGN(VOGN):
-    """VOGN with data-parallel and sample-parallel processes.
+class SampleGroups(object):
+    """The data x sample layout, mixed into a
+    :class:`~chainer_vogn.variational.SampledGradientMethod` (see the module
+    docstring): rank 0's parameters everywhere, eps by sample group and one
+    packed allreduce of [g_hat, h_hat] per step.
 
     Args:
         comm: a ChainerMN communicator over all P processes (``naive`` on
             CPU, ``pure_nccl`` or ``flat`` on GPUs).
         dataset_size (int): N, the size of the WHOLE training set.
         num_sample_groups (int): S; P must be a multiple of it.
-        lr (float): the step size; None: :func:`scaled_lr` of the D = P / S
-            data shards.
-        **kwargs: the other hyperparameters of :class:`~chainer_vogn.VOGN`.
+        lr (float): the step size; None: :func:`scaled_lr` of the declared
+            default and the D = P / S data shards.
+        **kwargs: the other arguments of the optimizer (num_samples, seed,
+            hyperparameters).
     """
 
     def __init__(self, comm, dataset_size, num_sample_groups=1, lr=None,
                  **kwargs):
         layout = Layout(comm.size, comm.rank, num_sample_groups)
         if lr is None:
-            lr = scaled_lr(layout.num_data_shards)
-        super(DistributedVOGN, self).__init__(dataset_size, lr=lr, **kwargs)
+            lr = scaled_lr(self.hyperparameter('lr').default,
+                           layout.num_data_shards)
+        super(SampleGroups, self).__init__(dataset_size, lr=lr, **kwargs)
         self.layout = layout
         self.comm = comm
-        self.sample_id = self.layout.sample_id
-        self.data_id = self.layout.data_id
+        self.sample_id = layout.sample_id
+        self.data_id = layout.data_id
         self.data_comm = comm.split(self.sample_id, comm.rank)
 
     def setup(self, link):
@@ -109,14 +116,14 @@ class DistributedVOGN(VOGN):
         Parameters must be initialised (run one forward pass first for links
         built with a lazy input size).
         """
-        super(DistributedVOGN, self).setup(link)
+        super(SampleGroups, self).setup(link)
         uninitialised = [name for name, p in link.namedparams()
                          if p.array is None]
         if uninitialised:
             raise ValueError(
                 'parameters {} are not initialised; run one forward pass on '
-                'every rank before DistributedVOGN.setup so rank 0 can '
-                'broadcast them'.format(uninitialised))
+                'every rank before {}.setup so rank 0 can broadcast '
+                'them'.format(uninitialised, type(self).__name__))
         self.comm.bcast_data(link)
         return self
 
@@ -153,6 +160,16 @@ class DistributedVOGN(VOGN):
         self.comm.nccl_comm.allReduce(
             flat.data.ptr, flat.data.ptr, flat.size, dtype, nccl.NCCL_SUM,
             cuda.Stream.null.ptr)
+
+
+class DistributedVOGN(SampleGroups, VOGN):
+    """VOGN with data-parallel and sample-parallel processes
+    (:class:`SampleGroups` has the arguments)."""
+
+
+class DistributedIVON(SampleGroups, IVON):
+    """IVON with data-parallel and sample-parallel processes
+    (:class:`SampleGroups` has the arguments)."""
 
 
 def create_communicator(name, device=-1):

@@ -11,22 +11,17 @@ BatchNormalization links are point estimates: no noise and no prior, but the
 same m, s, mu update.
 """
 import collections
-import contextlib
 import math
 
-import numpy
-
 import chainer
-from chainer import backend
 from chainer.backends import cuda
 import chainer.links as L
 from chainer import optimizer
 
-from chainer_vogn import posterior
 from chainer_vogn.curvature import SquaredGradientHook
 from chainer_vogn.posterior_optimizer import Hyperparameter
-from chainer_vogn.posterior_optimizer import PosteriorOptimizer
 from chainer_vogn.posterior_optimizer import default_hyperparam
+from chainer_vogn.variational import SampledGradientMethod
 
 #: VOGN's hyperparameters (docs/algorithm.md), declared once: the optimizer,
 #: train.py's options and their checks read them from here.
@@ -170,13 +165,6 @@ def step_constants(hp, t, point_estimate=False):
     return StepConstants(tau / n_eff, delta_t)
 
 
-#: One process's statistics of a step (spec steps 2-3): ``grads`` g_hat and
-#: ``curvatures`` h_hat ({name: array}), the mean ``loss`` over the K samples
-#: and ``reports``, the mean of what lossfun reported ({key: value}).
-SampleStatistics = collections.namedtuple(
-    'SampleStatistics', ['grads', 'curvatures', 'loss', 'reports'])
-
-
 class VOGNRule(optimizer.UpdateRule):
     """Update rule of VOGN for one parameter (spec steps 1 and 4-8).
 
@@ -275,7 +263,7 @@ def _update_kernel():
         'vogn_update')
 
 
-class VOGN(PosteriorOptimizer):
+class VOGN(SampledGradientMethod):
     """Variational Online Gauss-Newton.
 
     Args:
@@ -288,18 +276,9 @@ class VOGN(PosteriorOptimizer):
             tau_init, as in ``docs/algorithm.md`` (:data:`HYPERPARAMETERS`
             has their defaults and ranges).
 
-    Call ``update(lossfun, *args)`` with a ``lossfun`` that returns the
-    minibatch MEAN of per-example losses; it is called K times per step
-    while the parameters hold the sampled weights.  What it reports with
-    ``chainer.report`` (e.g. ``main/loss`` of ``L.Classifier``) is reported
-    once per step as the mean over the K samples; :attr:`last_loss` is that
-    mean of the loss.
-
-    Optimizer hooks (``add_hook``) run once per step, as for Chainer's
-    gradient methods: 'pre' hooks see g_hat, the averaged gradient of
-    spec step 3, in ``param.grad`` and may change it (WeightDecay,
-    GradientClipping, Lasso); 'post' hooks run after the update, when the
-    parameters hold the new mu.  h_hat is not theirs to change.  See
+    ``update(lossfun, *args)`` and the optimizer hooks work as in
+    :class:`~chainer_vogn.variational.SampledGradientMethod`: 'pre' hooks
+    see g_hat, the averaged gradient of spec step 3.  See
     ``docs/algorithm.md``.
     """
 
@@ -308,17 +287,7 @@ class VOGN(PosteriorOptimizer):
     derived_help = ('lr from the data shards, tau from the training set '
                     'size, the damping and the widest unit, the prior from '
                     'the widest unit; see docs/tuning.md')
-    #: Index of this process's Monte Carlo sample group (see distributed).
-    sample_id = 0
-
-    def __init__(self, dataset_size, num_samples=1, seed=0, **hyperparams):
-        super(VOGN, self).__init__(dataset_size, **hyperparams)
-        if int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError('VOGN: num_samples = {!r} is invalid: it must '
-                             'be an integer >= 1'.format(num_samples))
-        self.num_samples = int(num_samples)
-        self.seed = int(seed)
-        self.last_loss = None
+    stability_advice = 'Lower lr, raise damping or check the data.'
 
     @classmethod
     def check_hyperparameters(cls, hp):
@@ -350,10 +319,10 @@ class VOGN(PosteriorOptimizer):
         super(VOGN, self).setup(link)
         for param in link.params(include_uninit=True):
             param.update_rule.point_estimate = id(param) in point_estimates
-        self._ensure_derived()
+        self._prepare()
         return self
 
-    def _ensure_derived(self):
+    def _prepare(self):
         """Derive tau and the prior precision (:func:`derive_defaults`)
         where none was given, as soon as every parameter has its shape."""
         hp = self.hyperparam
@@ -364,178 +333,25 @@ class VOGN(PosteriorOptimizer):
     def create_update_rule(self):
         return VOGNRule(self.hyperparam)
 
-    def _named_params(self):
-        params = sorted(self.target.namedparams(include_uninit=False))
-        return [(name, p) for name, p in params if p.update_rule.enabled]
-
-    def _draw_eps(self, named_params, step, k):
-        """eps for sample k of ``step``, from a generator of (seed, sample_id,
-        step): the same inside a sample group, independent across groups."""
-        seq = numpy.random.SeedSequence(
-            [self.seed, self.sample_id, step, k])
-        eps = {}
-        host_rng = device_rng = None
-        for name, param in named_params:
-            xp = backend.get_array_module(param.array)
-            shape, dtype = param.array.shape, param.array.dtype
-            if xp is numpy:
-                host_rng = host_rng or numpy.random.default_rng(seq)
-                eps[name] = host_rng.standard_normal(shape, dtype=dtype)
-            else:
-                device_rng = device_rng or cuda.cupy.random.RandomState(
-                    int(seq.generate_state(1, numpy.uint32)[0]))
-                eps[name] = device_rng.standard_normal(shape, dtype=dtype)
-        return eps
-
-    def posterior_std(self):
-        """sigma of every parameter, {name: array}, for the next step."""
-        self._ensure_derived()
-        return {name: p.update_rule.sigma(p)
-                for name, p in sorted(self.target.namedparams())}
-
     def derived(self):
         """lr (scaled with the data shards by :class:`DistributedVOGN` when
         not given), tau and the prior precision as used
         (:func:`derive_defaults`)."""
-        self._ensure_derived()
+        self._prepare()
         return collections.OrderedDict((name, getattr(self, name)) for name
                                        in ('lr', 'tau', 'prior_precision'))
 
-    def reduce_statistics(self, grads, curvatures):
-        """Average g_hat and h_hat over processes; one process: nothing to do."""
-        return grads, curvatures
-
-    def update(self, lossfun=None, *args, **kwds):
-        """One VOGN step (spec steps 1-8) with ``lossfun(*args, **kwds)``.
-
-        The order follows ``GradientMethod.update``: gradients, 'pre' hooks,
-        t += 1, the update of every parameter, 'post' hooks.
-        """
-        if lossfun is None:
-            raise TypeError(
-                'VOGN.update needs lossfun: it evaluates the loss at sampled '
-                'weights itself, so precomputed gradients cannot be used')
-        if any(p.array is None for p in self.target.params()):
-            # Lazily initialised links (L.Linear(None, n)) get their
-            # parameters on a first forward pass.
-            with chainer.using_config('train', False), \
-                    chainer.no_backprop_mode(), _reports_into({}):
-                lossfun(*args, **kwds)
-        self._ensure_derived()
-        named = self._named_params()
-        step = self.t + 1
-        stats = self._sample_statistics(named, step, lossfun, args, kwds)
-        grads, curvatures = self.reduce_statistics(stats.grads,
-                                                   stats.curvatures)
-        chainer.report(stats.reports)
-        self.last_loss = float(stats.loss)
-        _check_finite(step, self.last_loss, grads, curvatures)
-
-        for name, param in named:
-            param.grad = grads[name]
-        self.reallocate_cleared_grads()
-        self.call_hooks('pre')
-        self.t += 1
-        self._apply_update(named, curvatures)
-        self.call_hooks('post')
-
-    def _sample_statistics(self, named, step, lossfun, args, kwds):
-        """Spec steps 2-3 on this process, as :class:`SampleStatistics`."""
+    def _backward(self, loss, named, eps):
+        """Backward pass with the per-example squared gradients (spec step
+        2): this sample's h is the hook's."""
         hook = SquaredGradientHook(named)
-        grads, curvatures, losses, observations = {}, {}, [], []
-        for k in range(self.num_samples):
-            with posterior.sampled(self.target, self._sample(named, step, k)):
-                self.target.cleargrads()
-                observation = {}
-                with _reports_into(observation):
-                    loss = lossfun(*args, **kwds)
-                _check_loss(loss)
-                with hook:
-                    loss.backward()
-            losses.append(loss.array)
-            observations.append(observation)
-            self._accumulate(named, hook.squared, grads, curvatures, k)
-        for name in grads:
-            grads[name] /= self.num_samples
-            curvatures[name] /= self.num_samples
-        return SampleStatistics(grads, curvatures,
-                                sum(losses) / len(losses),
-                                _mean_observation(observations))
-
-    def _sample(self, named, step, k):
-        """Sample k of ``step``, w = mu + sigma * eps, as {name: array}."""
-        eps = self._draw_eps(named, step, k)
-        return {name: param.update_rule.sample(param, eps[name])
-                for name, param in named}
-
-    def _apply_update(self, named, curvatures):
-        """Spec steps 4-8 for every parameter; param.grad holds g_hat."""
+        with hook:
+            loss.backward()
         for name, param in named:
-            param.update_rule.curvature = curvatures[name]
-            param.update()
-            param.update_rule.curvature = None
-
-    def _accumulate(self, named, squared, grads, curvatures, k):
-        for name, param in named:
-            if param.grad is None:
-                raise ValueError(
-                    'parameter {} got no gradient from lossfun; VOGN updates '
-                    'every parameter of the model, so disable its update '
-                    'rule (param.update_rule.enabled = False) if it is '
-                    'unused'.format(name))
-            if name not in squared:
+            if param.grad is not None and name not in hook.squared:
                 raise ValueError(
                     'parameter {} got a gradient but no per-example squared '
                     'gradient: it is used by a function other than '
                     'linear, convolution_2d or batch_normalization, which '
                     'VOGN does not support'.format(name))
-            if k == 0:
-                grads[name] = param.grad.copy()
-                curvatures[name] = squared[name]
-            else:
-                grads[name] += param.grad
-                curvatures[name] += squared[name]
-
-
-@contextlib.contextmanager
-def _reports_into(observation):
-    """Collect what is reported with ``chainer.report`` into ``observation``
-    instead of the current reporter's; without a current reporter nothing
-    is reported at all."""
-    try:
-        reporter = chainer.get_current_reporter()
-    except IndexError:
-        yield
-        return
-    with reporter.scope(observation):
-        yield
-
-
-def _mean_observation(observations):
-    """The mean of every reported value over the samples that reported it."""
-    values = collections.defaultdict(list)
-    for observation in observations:
-        for key, value in observation.items():
-            values[key].append(getattr(value, 'array', value))
-    return {key: sum(v) / len(v) for key, v in values.items()}
-
-
-def _check_loss(loss):
-    if not isinstance(loss, chainer.Variable) or loss.shape != ():
-        raise ValueError(
-            'lossfun must return the minibatch mean of the per-example '
-            'losses as a scalar chainer.Variable; it returned {}'.format(
-                'shape {}'.format(loss.shape)
-                if hasattr(loss, 'shape') else type(loss).__name__))
-
-
-def _check_finite(step, loss, grads, curvatures):
-    bad = [name for stats in (grads, curvatures)
-           for name, value in sorted(stats.items())
-           if not bool(backend.get_array_module(value).isfinite(value).all())]
-    if not math.isfinite(loss) or bad:
-        raise FloatingPointError(
-            'VOGN step {}: non-finite {} (loss {}); the parameters keep the '
-            'last good mean. Lower lr, raise damping or check the '
-            'data.'.format(step, 'statistics of ' + ', '.join(
-                sorted(set(bad))) if bad else 'loss', loss))
+        return hook.squared

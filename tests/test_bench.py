@@ -31,7 +31,8 @@ def test_step_time(tmp_path):
     assert data['machine']['cores'] >= 1
     assert [r['arch'] for r in data['results']] == ['lenet5', 'resnet18']
     for r in data['results']:
-        for key in ('adam_s', 'mcdropout_s', 'vogn_s', 'vogn_over_adam'):
+        for key in ('adam_s', 'mcdropout_s', 'vogn_s', 'vogn_over_adam',
+                    'ivon_s', 'ivon_over_adam'):
             assert _positive(r[key]), (key, r[key])
         assert set(r['vogn_split_s']) == {
             'forward', 'backward', 'hook', 'sampling', 'update',

@@ -1,5 +1,4 @@
 """DistributedVOGN under mpiexec against a single-process emulation."""
-import os
 import subprocess
 import time
 
@@ -11,7 +10,6 @@ import chainer_vogn  # NOQA
 import mpi_distributed_worker as worker
 from bruteforce import MixedNet, per_example_mixed, vogn_step
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 P = 4
 POINT = ('/bn/gamma', '/bn/beta')
 
@@ -49,19 +47,9 @@ def _emulate(samples):
     return state
 
 
-def _launch(mpiexec, tmp_path, samples, timeout=240):
-    cmd = mpiexec(P) + [os.path.join(HERE, 'mpi_distributed_worker.py'),
-                        str(tmp_path), str(samples)]
-    # Keep an inherited PYTHONPATH, so a worktree's package wins there too.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [HERE, os.environ.get('PYTHONPATH')])))
-    return subprocess.run(cmd, capture_output=True, text=True, env=env,
-                          timeout=timeout)
-
-
 @pytest.mark.parametrize('samples', [2, 4, 1])
 def test_matches_single_process_emulation(mpiexec, tmp_path, samples):
-    result = _launch(mpiexec, tmp_path, samples)
+    result = worker.launch(mpiexec, tmp_path, samples, processes=P)
     assert result.returncode == 0, result.stdout + result.stderr
     want = _emulate(samples)
     D = P // samples
@@ -81,7 +69,7 @@ def test_matches_single_process_emulation(mpiexec, tmp_path, samples):
 
 def test_impossible_layout_fails_fast_on_every_rank(mpiexec, tmp_path):
     start = time.time()
-    result = _launch(mpiexec, tmp_path, 3, timeout=120)
+    result = worker.launch(mpiexec, tmp_path, 3, processes=P, timeout=120)
     assert result.returncode != 0
     assert time.time() - start < 60
     out = result.stdout + result.stderr

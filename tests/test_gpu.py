@@ -27,15 +27,18 @@ _ok, _why = _gpu_available()
 pytestmark = pytest.mark.skipif(not _ok, reason=_why)
 
 
-def _pair(dtype, seed=0, **kwargs):
+def _pair(dtype, seed=0, optimizer=chainer_vogn.VOGN, **kwargs):
+    """The same MixedNet and ``optimizer(50, **kwargs)`` (VOGN: lr 0.05,
+    prior precision 2 unless given) on the CPU and on GPU 0."""
+    if optimizer is chainer_vogn.VOGN:
+        kwargs = dict(dict(lr=0.05, prior_precision=2.0), **kwargs)
     models = []
     for device in ('@numpy', '@cupy:0'):
         model = MixedNet(seed=seed)
         for p in model.params():
             p.array = p.array.astype(dtype)
         model.to_device(device)
-        opt = chainer_vogn.VOGN(50, lr=0.05, prior_precision=2.0,
-                                **kwargs).setup(model)
+        opt = optimizer(50, **kwargs).setup(model)
         models.append((model, opt))
     return models
 
@@ -48,11 +51,10 @@ def _same_eps(opt_cpu, opt_gpu):
     opt_gpu._draw_eps = draw
 
 
-@pytest.mark.parametrize('dtype, rtol', [(numpy.float64, 1e-9),
-                                         (numpy.float32, 2e-4)])
-def test_steps_match_cpu(dtype, rtol):
-    (cpu, opt_c), (gpu, opt_g) = _pair(dtype, init_precision=1.0,
-                                       num_samples=2)
+def _steps_match_cpu(pair, dtype, rtol):
+    """Three steps on the CPU and on the GPU with the same eps: the same
+    mu, state and sigma."""
+    (cpu, opt_c), (gpu, opt_g) = pair
     _same_eps(opt_c, opt_g)
     rng = numpy.random.RandomState(0)
     for _ in range(3):
@@ -65,7 +67,7 @@ def test_steps_match_cpu(dtype, rtol):
                                    sorted(gpu.namedparams())):
         numpy.testing.assert_allclose(cuda.to_cpu(pg.array), pc.array,
                                       rtol=rtol, atol=rtol, err_msg=name)
-        for key in ('m', 's'):
+        for key in pc.update_rule.state:
             numpy.testing.assert_allclose(
                 cuda.to_cpu(pg.update_rule.state[key]),
                 pc.update_rule.state[key], rtol=rtol, atol=rtol,
@@ -74,6 +76,23 @@ def test_steps_match_cpu(dtype, rtol):
     for name in std_c:
         numpy.testing.assert_allclose(cuda.to_cpu(std_g[name]), std_c[name],
                                       rtol=rtol)
+
+
+@pytest.mark.parametrize('dtype, rtol', [(numpy.float64, 1e-9),
+                                         (numpy.float32, 2e-4)])
+def test_steps_match_cpu(dtype, rtol):
+    _steps_match_cpu(_pair(dtype, init_precision=1.0, num_samples=2),
+                     dtype, rtol)
+
+
+@pytest.mark.parametrize('dtype, rtol', [(numpy.float64, 1e-9),
+                                         (numpy.float32, 2e-4)])
+def test_ivon_kernel_matches_cpu(dtype, rtol):
+    """beta2 = 0.9 so that h and its correction term move; a clip radius
+    of 0.2 clips about a third of the update here."""
+    _steps_match_cpu(_pair(dtype, optimizer=chainer_vogn.IVON, lr=0.1,
+                           beta2=0.9, hess_init=0.5, clip_radius=0.2,
+                           num_samples=2), dtype, rtol)
 
 
 def test_hook_matches_cpu_for_grouped_dilated_convolution():
