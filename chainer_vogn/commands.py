@@ -45,8 +45,9 @@ def evaluate_parser():
     """evaluate.py's parser."""
     p = run_options.ArgumentParser(
         prog='evaluate.py',
-        description='Evaluate train.py runs: VOGN with T weight samples, MC '
-                    'dropout with T dropout passes, Adam/SGD with one pass. '
+        description='Evaluate train.py runs: VOGN and IVON with T weight '
+                    'samples, MC dropout with T dropout passes, Adam/SGD '
+                    'with one pass. '
                     'Writes report.json/csv/md, ROC, reliability, entropy and '
                     'gallery figures and predictions.npz into --out.')
     p.add_argument('runs', nargs='+', metavar='RUN',
@@ -60,8 +61,8 @@ def evaluate_parser():
                             ', '.join(datasets.DATASETS)))
     p.add_argument('--mc-samples', type=at_least(1, 'T (--mc-samples)'),
                    default=10, metavar='T',
-                   help='Monte Carlo samples of VOGN and MC dropout runs '
-                        '(Adam/SGD always use 1)')
+                   help='Monte Carlo samples of VOGN, IVON and MC dropout '
+                        'runs (Adam/SGD always use 1)')
     p.add_argument('--ece-bins', type=at_least(1, '--ece-bins'), default=15,
                    help='equal-width confidence bins of the expected '
                         'calibration error and the reliability diagram')
@@ -129,8 +130,8 @@ def predict_parser():
                         '(one image or a batch, (H, W) or (C, H, W) each)')
     p.add_argument('-T', '--mc-samples', type=at_least(1, 'T'), default=10,
                    metavar='T',
-                   help='Monte Carlo samples (VOGN, MC dropout; point runs '
-                        'use 1)')
+                   help='Monte Carlo samples (VOGN, IVON, MC dropout; point '
+                        'runs use 1)')
     p.add_argument('--seed', type=at_least(0, '--seed'), default=0,
                    help='sample t uses the seed (seed, t)')
     p.add_argument('--top', type=at_least(1, '--top'), default=3,

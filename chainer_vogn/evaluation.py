@@ -25,7 +25,8 @@ from chainer_vogn.run_folder import Run
 
 #: What the evaluation adds to :data:`chainer_vogn.metrics.CONVENTIONS`.
 CONVENTIONS = {
-    'predictive_samples': 'VOGN: T weight samples w_t = mu + sigma * eps_t; '
+    'predictive_samples': 'VOGN, IVON: T weight samples w_t = mu + sigma '
+                          '* eps_t; '
                           'MC dropout: T passes with dropout on and the mean '
                           'weights; Adam/SGD: one deterministic pass (T = 1 '
                           'whatever --mc-samples says); BatchNormalization '

@@ -12,6 +12,7 @@ import chainer
 from chainer.optimizers import adam as adam_module
 from chainer.optimizers import momentum_sgd as momentum_sgd_module
 
+from chainer_vogn.distributed import DistributedIVON
 from chainer_vogn.distributed import DistributedVOGN
 
 
@@ -99,8 +100,9 @@ def posterior_spec(name, cls, default_lr):
 
 #: The optimizers train.py offers, by --optimizer name.
 OPTIMIZERS = collections.OrderedDict((spec.name, spec) for spec in (
-    # DistributedVOGN scales its lr with the data shards (scaled_lr).
+    # Both scale their lr with the data shards (distributed.scaled_lr).
     posterior_spec('vogn', DistributedVOGN, None),
+    posterior_spec('ivon', DistributedIVON, None),
     OptimizerSpec('adam', 'Adam', _build_adam, 'point',
                   adam_module._default_hyperparam.alpha, 0.0, 'alpha', None),
     # MC dropout is Adam training with dropout, sampled with dropout on.

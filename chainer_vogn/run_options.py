@@ -140,7 +140,7 @@ class _GeneralOptions(object):
         [], _epochs, check=lambda v: v == sorted(set(v)) and min(v + [1]) >= 1,
         rule='increasing positive epochs such as 80,120')
     lr_decay: float = _option(0.1, **_greater_than_zero())
-    weight_decay: float = _option(0.0, **_not_negative())
+    weight_decay: Optional[float] = _option(None, **_not_negative())
     momentum: float = _option(momentum_sgd_module._default_hyperparam.momentum,
                               **_in_unit_interval())
     seed: int = _option(0, _integer, check=lambda v: 0 <= v < 2 ** 32,
@@ -167,6 +167,8 @@ class _GeneralOptions(object):
             self.lr = spec.default_lr
         if self.dropout is None:
             self.dropout = spec.default_dropout
+        if self.weight_decay is None:
+            self.weight_decay = _weight_decay_default(spec)
         for h in _declared(spec):
             if h.name in HYPERPARAMETER_OPTIONS and \
                     getattr(self, h.name) is None:
@@ -234,6 +236,13 @@ def general_defaults():
     return {field.name: field.default_factory()
             if field.default is dataclasses.MISSING else field.default
             for field in dataclasses.fields(_GeneralOptions)}
+
+
+def _weight_decay_default(spec):
+    """--weight-decay when not given: the default of an optimizer that
+    declares it as a hyperparameter, else 0 (no decay)."""
+    return next((h.default for h in _declared(spec)
+                 if h.name == 'weight_decay'), 0.0)
 
 
 def _declared(spec):
@@ -375,8 +384,8 @@ def build_parser():
 
     p = ArgumentParser(
         prog='train.py',
-        description='Train a classifier with VOGN (or a baseline) on one or '
-                    'many processes: mpiexec -n P python train.py --samples S '
+        description='Train a classifier with VOGN, IVON or a baseline on '
+                    'one or many processes: mpiexec -n P python train.py --samples S '
                     'splits the P processes into S Monte Carlo sample groups '
                     'of P/S data shards each.')
 
@@ -442,11 +451,14 @@ def build_parser():
         'multiplied by --lr-decay (default: none)', metavar='E1,E2')
     add(g, '--lr-decay', 'factor applied to the learning rate at each '
         'milestone')
-    add(g, '--weight-decay', 'L2 weight decay of the baselines (VOGN\'s '
-        'prior is --prior-precision)')
+    add(g, '--weight-decay', 'L2 weight decay of the baselines, or the '
+        'hyperparameter of that name of an optimizer that declares it '
+        '(default: {})'.format(', '.join(
+            '{} {}'.format(name, _weight_decay_default(spec))
+            for name, spec in OPTIMIZERS.items())))
     add(g, '--momentum', 'momentum of sgd')
     add(g, '--seed', 'random seed of initial weights, data order, '
-        'augmentation and VOGN\'s weight samples')
+        'augmentation and the weight samples of VOGN and IVON')
     for spec in OPTIMIZERS.values():
         if spec.posterior is None:
             continue
@@ -471,7 +483,8 @@ def build_parser():
     add(g, '--eval-batchsize', 'minibatch size of the test-set evaluation '
         'after each epoch')
     add(g, '--val-samples', 'each epoch, also report the accuracy and NLL '
-        'of the T-sample predictive (VOGN weight samples, MC dropout passes) '
+        'of the T-sample predictive (VOGN and IVON weight samples, MC '
+        'dropout passes) '
         'on the held-out set (--val-split\'s, else the test set), as '
         'evaluate.py computes them; 0: only the '
         'mean-weight numbers', metavar='T')

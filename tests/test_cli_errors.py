@@ -57,7 +57,7 @@ def assert_one_line(result, status, program, *fragments):
     (['--optimizer', 'sgd', '--momentum', '1'], 'momentum: 1.0 is invalid'),
     (['--classes', '3'], "classes: '3' is one class"),
     (['--beta2', '1'], 'beta2 = 1.0 is invalid'),
-    (['--optimizer', 'adam', '--mc', '3'], 'mc: 3 applies to vogn only'),
+    (['--optimizer', 'adam', '--mc', '3'], 'mc: 3 applies to vogn or ivon only'),
     (['--no-such-option'], 'unrecognized arguments'),
     (['--label-noise', '1'], 'label_noise: 1.0 is invalid'),
     (['--label-noise', 'nan'], 'label_noise: nan is invalid'),

@@ -101,13 +101,22 @@ def test_vogn_implements_the_contract():
 
 
 def test_options_of_other_optimizers_stay_unset():
-    """VOGN's options are None for Adam, and do not decide its results."""
+    """VOGN's options are None for Adam, IVON's for VOGN, and they do not
+    decide a run's results."""
     adam = run_options.RunConfig(optimizer='adam')
     assert adam.beta2 is None and adam.bias_correction is None
     assert {'beta2', 'tau', 'bias_correction'} <= adam.foreign_options()
     vogn = run_options.RunConfig()
     assert (vogn.beta2, vogn.bias_correction) == (0.999, True)
-    assert not vogn.foreign_options()
+    assert vogn.hess_init is None
+    assert vogn.foreign_options() == {'hess_init', 'clip_radius',
+                                      'rescale_lr', 'debias'}
+    # A shared option takes the run's optimizer's default.
+    ivon = run_options.RunConfig(optimizer='ivon')
+    assert (ivon.beta2, ivon.hess_init, ivon.weight_decay, ivon.tau) == \
+        (0.99999, 1.0, 1e-4, None)
+    assert {'tau', 'damping', 'bias_correction'} <= ivon.foreign_options()
+    assert not {'beta1', 'beta2', 'hess_init'} & ivon.foreign_options()
 
 
 @pytest.mark.e2e

@@ -83,5 +83,5 @@ def test_weight_decay_applies_to_the_baselines(comm, name):
 
 
 def test_unknown_optimizer_is_named():
-    with pytest.raises(ValueError, match="'rmsprop'.*vogn, adam"):
+    with pytest.raises(ValueError, match="'rmsprop'.*vogn, ivon, adam"):
         registry.optimizer_spec('rmsprop')

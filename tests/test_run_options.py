@@ -95,7 +95,7 @@ def test_command_line_value_wins_even_when_it_equals_the_default(tmp_path):
 
 def test_combinations():
     with pytest.raises(run_options.ConfigError, match='samples: 2 applies to '
-                                                     'vogn only'):
+                                                     'vogn or ivon only'):
         run_options.RunConfig(optimizer='sgd', samples=2)
     with pytest.raises(run_options.ConfigError, match='needs dropout > 0'):
         run_options.RunConfig(optimizer='mcdropout', dropout=0)

@@ -66,10 +66,10 @@ def test_bad_config_is_named(tmp_path, capsys, content, message):
     assert message in capsys.readouterr().err
 
 
-def test_samples_are_for_vogn_only(capsys):
+def test_samples_are_for_weight_samplers_only(capsys):
     with pytest.raises(SystemExit):
         run_options.parse_args(['--optimizer', 'adam', '--samples', '2'])
-    assert 'applies to vogn only' in capsys.readouterr().err
+    assert 'applies to vogn or ivon only' in capsys.readouterr().err
 
 
 # Smoke runs: every optimizer learns and leaves its outputs
