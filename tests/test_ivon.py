@@ -1,6 +1,11 @@
 """IVON against the paper's Algorithm 1 in float64, the Price estimate of the
-Hessian, the data x sample layout under mpiexec, and learning on digits."""
+Hessian, the data x sample layout under mpiexec, learning on digits, and
+train.py, evaluate.py and --resume end to end."""
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy
 import pytest
@@ -16,6 +21,10 @@ from chainer_vogn.posterior_optimizer import HyperparameterError
 
 import mpi_distributed_worker as worker
 from bruteforce import MixedNet
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(REPO, 'train.py')
+EVALUATE = os.path.join(REPO, 'evaluate.py')
 
 
 class PaperIVON(object):
@@ -360,3 +369,58 @@ def test_resumes_from_a_snapshot_exactly(tmp_path):
         for key in ('m', 'h'):
             numpy.testing.assert_array_equal(a.update_rule.state[key],
                                              b.update_rule.state[key], name)
+
+
+def _train(prefix, args):
+    return subprocess.run(prefix + [TRAIN, '--optimizer', 'ivon', '--dataset',
+                                    'digits', '--no-progress',
+                                    '--val-samples', '2'] + args,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.e2e
+@pytest.mark.mpi
+def test_train_evaluate_and_resume_on_one_and_on_two_processes(
+        mpiexec, tmp_path):
+    """train.py --optimizer ivon on one process and under mpiexec -n 2
+    --samples 2 records what the contract gives, evaluate.py samples its
+    weights, and --resume continues a run from its snapshot."""
+    runs = {'one': ([sys.executable], 1), 'two': (mpiexec(2), 2)}
+    for name, (prefix, samples) in runs.items():
+        out = str(tmp_path / name)
+        result = _train(prefix, ['--samples', str(samples), '--epochs', '1',
+                                 '--out', out])
+        assert result.returncode == 0, result.stdout + result.stderr
+        with open(os.path.join(out, 'config.json')) as f:
+            config = json.load(f)
+        assert (config['processes'], config['sample_groups'],
+                config['data_shards']) == (samples, samples, 1)
+        # The reference code's defaults; lr is scaled by D = 1.
+        assert (config['lr'], config['lr_used'], config['weight_decay'],
+                config['hess_init'], config['tau']) == (None, 0.1, 1e-4,
+                                                        1.0, None)
+        assert config['dataset_size'] == 1437
+        assert 'validation/predictive/nll' in config['final']
+        post = chainer_vogn.load_posterior(os.path.join(out, 'model.npz'))
+        assert post.meta['optimizer'] == 'ivon'
+        assert all(s.min() > 0 for s in post.sigma.values())
+
+    report = str(tmp_path / 'report')
+    result = subprocess.run(
+        [sys.executable, EVALUATE, str(tmp_path / 'one'),
+         str(tmp_path / 'two'), '--mc-samples', '3', '--out', report],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(os.path.join(report, 'report.json')) as f:
+        doc = json.load(f)
+    assert [entry['optimizer'] for entry in doc['runs']] == ['IVON'] * 2
+    assert all(entry['metrics']['accuracy'] > 0.8 for entry in doc['runs'])
+    assert set(doc['meta']['T'].values()) == {3}  # weight samples
+
+    out = str(tmp_path / 'one')
+    result = _train([sys.executable], ['--epochs', '2', '--out', out,
+                                       '--resume'])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'resuming from epoch 1' in result.stdout
+    with open(os.path.join(out, 'log')) as f:
+        assert [entry['epoch'] for entry in json.load(f)] == [1, 2]
