@@ -156,9 +156,7 @@ class SampledGradientMethod(PosteriorOptimizer):
         """g_hat and h_hat of this process, as :class:`SampleStatistics`."""
         grads, curvatures, losses, observations = {}, {}, [], []
         for k in range(self.num_samples):
-            eps = self._draw_eps(named, step, k)
-            sample = {name: param.update_rule.sample(param, eps[name])
-                      for name, param in named}
+            eps, sample = self._sample(named, step, k)
             with posterior.sampled(self.target, sample):
                 self.target.cleargrads()
                 observation = {}
@@ -175,6 +173,13 @@ class SampledGradientMethod(PosteriorOptimizer):
         return SampleStatistics(grads, curvatures,
                                 sum(losses) / len(losses),
                                 _mean_observation(observations))
+
+    def _sample(self, named, step, k):
+        """eps of sample k of ``step`` and the sample w = mu + sigma * eps,
+        each as {name: array}."""
+        eps = self._draw_eps(named, step, k)
+        return eps, {name: param.update_rule.sample(param, eps[name])
+                     for name, param in named}
 
     def _apply_update(self, named, curvatures):
         """Every parameter's rule, with g_hat in param.grad and h_hat."""
