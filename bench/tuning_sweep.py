@@ -25,6 +25,7 @@ from _common import REPO, mpiexec_prefix
 import numpy
 
 from chainer_vogn import files
+from chainer_vogn import registry
 
 
 def _setting(text):
@@ -85,7 +86,7 @@ def train_and_evaluate(args, name, optimizer, extra, seed):
     samples = []
     if args.processes > 1:
         mpi = mpiexec_prefix(args.processes, 'self,tcp')
-        if optimizer == 'vogn':
+        if registry.OPTIMIZERS[optimizer].sampling == 'weights':
             samples = ['--samples', str(args.samples)]
     data = ['--data-dir', args.data_dir] if args.data_dir else []
     if args.train_size is not None:
