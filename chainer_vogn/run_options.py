@@ -6,6 +6,7 @@ import argparse
 import collections
 import dataclasses
 import json
+import math
 from typing import List
 from typing import Optional
 
@@ -291,6 +292,9 @@ def _checked(field, value):
     except TypeError as e:
         raise ConfigError(field.name, '{}: {!r} is invalid; it must be '
                           '{}'.format(field.name, value, meta['rule'] or e))
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise ConfigError(field.name, '{}: {!r} is invalid; it must be a '
+                          'finite number'.format(field.name, converted))
     if meta['choices'] and converted not in meta['choices']:
         raise ConfigError(field.name, '{}: {!r} is not one of {}'.format(
             field.name, value, ', '.join(meta['choices'])))

@@ -44,6 +44,11 @@ def test_defaults_come_from_the_optimizers():
                        'in [0, 1)'),
     ('label_noise', -0.1, 'label_noise: -0.1 is invalid'),
     ('label_noise', float('nan'), 'label_noise: nan is invalid'),
+    ('lr', float('inf'), 'lr: inf is invalid; it must be a finite number'),
+    ('prior_precision', float('inf'), 'prior_precision: inf is invalid; it '
+                                      'must be a finite number'),
+    ('tau_init', float('nan'), 'tau_init: nan is invalid; it must be a '
+                               'finite number'),
     ('val_split', 1, 'val_split: 1.0 is invalid; it must be a fraction in '
                      '[0, 1)'),
     ('val_split', -0.2, 'val_split: -0.2 is invalid'),
@@ -91,6 +96,18 @@ def test_command_line_value_wins_even_when_it_equals_the_default(tmp_path):
     config.write_text('epochs: 3\nseed: 5\n')
     args = run_options.parse_args(['--config', str(config), '--epochs', '10'])
     assert (args.epochs, args.seed, args.config) == (10, 5, str(config))
+
+
+def test_non_finite_values_are_refused_from_yaml_and_records(tmp_path,
+                                                             capsys):
+    config = tmp_path / 'c.yaml'
+    config.write_text('lr: .inf\n')
+    with pytest.raises(SystemExit):
+        run_options.parse_args(['--config', str(config)])
+    assert 'lr: inf is invalid; it must be a finite number' in \
+        capsys.readouterr().err
+    with pytest.raises(run_options.ConfigError, match='tau: nan is invalid'):
+        run_options.RunConfig.from_record({'tau': float('nan')})
 
 
 def test_combinations():
