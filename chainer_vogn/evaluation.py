@@ -21,6 +21,7 @@ from chainer_vogn import predictive
 from chainer_vogn import report
 from chainer_vogn import run_setup
 from chainer_vogn.errors import RunError
+from chainer_vogn.files import Manifest
 from chainer_vogn.run_folder import Run
 
 #: What the evaluation adds to :data:`chainer_vogn.metrics.CONVENTIONS`.
@@ -163,6 +164,10 @@ def evaluate(args):
         ood_module.check_ood(ood, run.args, run.name)
     if root:
         check_writable(args.out)
+        # Before any sample is computed: the figures it may draw.
+        Manifest(args.out).refuse_foreign(
+            [name for name in report.REPORT_FILES
+             if ood is not None or name != 'roc_ood.png'])
         warn_if_data_differ(runs)
     device = run_setup.select_device(args.device, comm)
 

@@ -3,6 +3,8 @@ import json
 import os
 import uuid
 
+from chainer_vogn.errors import RunError
+
 
 #: The temporary file atomic_write writes before it moves it over the
 #: file named by its base name: '.<base>.<random hex>.tmp'.
@@ -55,3 +57,62 @@ def _sync_folder(folder):
 def write_json(path, data):
     """Write ``data`` to ``path`` as indented JSON, atomically."""
     atomic_write(path, lambda f: json.dump(data, f, indent=2, sort_keys=True))
+
+
+#: The record, in a folder the project writes into, of the files it wrote
+#: there: the only ones it may overwrite or remove.
+MANIFEST = '.chainer_vogn_files.json'
+
+
+class Manifest(object):
+    """The files the project wrote into ``folder`` (its :data:`MANIFEST`).
+
+    A name is claimed before its file is first written, so that a kill in
+    between leaves a claim without a file, never a file without a claim.
+    Anything else in the folder is the user's and is left alone.
+    """
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.path = os.path.join(folder, MANIFEST)
+        try:
+            with open(self.path) as f:
+                names = json.load(f)['files']
+        except (OSError, ValueError, KeyError, TypeError):
+            names = []
+        self.names = {n for n in names if isinstance(n, str)}
+
+    def foreign(self, names):
+        """Those of ``names`` that are in the folder but that the project
+        did not write there."""
+        return [n for n in names if n not in self.names and
+                os.path.lexists(os.path.join(self.folder, n))]
+
+    def refuse_foreign(self, names):
+        """RunError, naming them, if any of ``names`` (files about to be
+        written) is in the folder and not the project's."""
+        foreign = self.foreign(names)
+        if foreign:
+            raise RunError(
+                '--out {}: {} {} not written there by chainer_vogn (not in '
+                'its {}) and would be overwritten; move {} away or choose '
+                'another --out'.format(
+                    self.folder, ', '.join(foreign),
+                    'is' if len(foreign) == 1 else 'are', MANIFEST,
+                    'it' if len(foreign) == 1 else 'them'))
+
+    def claim(self, names):
+        """Record ``names`` as the project's before they are written."""
+        if not set(names) <= self.names:
+            self.names |= set(names)
+            write_json(self.path, {'files': sorted(self.names)})
+
+    def remove(self, name):
+        """Remove the file ``name`` if the project wrote it."""
+        path = os.path.join(self.folder, name)
+        if name in self.names and os.path.lexists(path):
+            os.remove(path)
+        if name in self.names:
+            self.names.discard(name)
+            write_json(self.path, {'files': sorted(self.names)})
+

@@ -17,13 +17,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from chainer_vogn import metrics
+from chainer_vogn.files import Manifest
 from chainer_vogn.files import atomic_write
 
 DPI = 120
 _REQUIRED = ('name', 'optimizer', 'metrics', 'probs', 'labels',
              'calibration', 'roc_misclassification', 'entropy_in')
 #: Every file write_report may write.  It removes those of an earlier report
-#: in the same folder that it does not write again, and no other file.
+#: in the same folder that it does not write again, and no other file: only
+#: those its manifest (:class:`chainer_vogn.files.Manifest`) says it wrote.
 REPORT_FILES = ('report.json', 'report.csv', 'report.md', 'roc_ood.png',
                 'roc_misclassification.png', 'reliability.png',
                 'entropy_hist.png', 'gallery.png', 'predictions.npz')
@@ -291,14 +293,25 @@ def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
     ``ood_images`` (the rows of every run's ``ood_probs``).  Returns {kind:
     path} of what was written; the ROC figures are skipped when no run has
     that curve.  Files of :data:`REPORT_FILES` in ``out_dir`` that this
-    report does not write are removed, so no figure of an earlier report
-    is left.
+    report does not write are removed if an earlier report wrote them, so no
+    figure of it is left; RunError, before anything is written, if a file
+    it would write is there and not written by it.
     """
     _check_runs(runs)
     conv = dict(metrics.CONVENTIONS)
     conv.update(conventions or {})
     meta = dict(meta or {})
     os.makedirs(out_dir, exist_ok=True)
+    curves = {key: [(run['name'], run[key]) for run in runs
+                    if run.get(key) is not None]
+              for key in ('roc_ood', 'roc_misclassification')}
+    names = ['report.json', 'report.csv', 'report.md'] + \
+        [key + '.png' for key in sorted(curves) if curves[key]] + \
+        ['reliability.png', 'entropy_hist.png'] + \
+        (['gallery.png'] if gallery is not None else []) + ['predictions.npz']
+    manifest = Manifest(out_dir)
+    manifest.refuse_foreign(names)
+    manifest.claim(names)
 
     def path(name):
         return os.path.join(out_dir, name)
@@ -337,10 +350,8 @@ def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
     for key, title in (('roc_ood', 'Out-of-distribution detection'),
                        ('roc_misclassification',
                         'Misclassification detection')):
-        curves = [(run['name'], run[key]) for run in runs
-                  if run.get(key) is not None]
-        if curves:
-            written[key] = _save(_roc_figure(curves, title),
+        if curves[key]:
+            written[key] = _save(_roc_figure(curves[key], title),
                                  path(key + '.png'))
     written['reliability'] = _save(_reliability_figure(runs),
                                    path('reliability.png'))
@@ -362,8 +373,7 @@ def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
     written['predictions'] = atomic_write(
         path('predictions.npz'), lambda f: f.write(buf.getvalue()),
         binary=True)
-    kept = {os.path.basename(p) for p in written.values()}
     for name in REPORT_FILES:
-        if name not in kept and os.path.exists(path(name)):
-            os.remove(path(name))
+        if name not in names:
+            manifest.remove(name)
     return written

@@ -1,6 +1,7 @@
 """evaluate.py end to end: tiny runs trained by train.py on digits classes
 0-4, evaluated with classes 5-9 as OOD data, on one process and on two."""
 import csv
+import hashlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import pytest
 import chainer_vogn  # NOQA
 
 from chainer_vogn import commands
+from chainer_vogn import files
 from chainer_vogn import metrics
 
 
@@ -71,7 +73,7 @@ def png_size(path):
 
 def test_end_to_end(single):
     out, result = single
-    assert sorted(os.listdir(out)) == sorted(FILES)
+    assert sorted(os.listdir(out)) == sorted(FILES + (files.MANIFEST,))
     for name in FILES:
         if name.endswith('.png'):
             width, height = png_size(os.path.join(out, name))
@@ -214,7 +216,43 @@ def test_report_names_the_data_and_replaces_an_earlier_one(runs, single,
     assert [r['data'] for r in rows] == ['digits classes 0-4', 'digits']
     # No OOD curve and no gallery (the runs' test images differ) this time.
     assert sorted(os.listdir(out)) == sorted(
-        set(FILES) - {'roc_ood.png', 'gallery.png'} | {'notes.txt'})
+        set(FILES) - {'roc_ood.png', 'gallery.png'} |
+        {'notes.txt', files.MANIFEST})
+
+
+def _hashes(folder):
+    return {name: hashlib.sha256(open(os.path.join(folder, name), 'rb')
+                                 .read()).hexdigest()
+            for name in os.listdir(folder)}
+
+
+def test_files_of_the_users_in_out_stay_bitwise(runs, tmp_path):
+    """The user's gallery.png would be overwritten: refused before any
+    sample is computed.  Their roc_ood.png and thesis.tex, which a report
+    without --ood does not write, stay through two reports."""
+    out = tmp_path / 'report'
+    out.mkdir()
+    mine = {'gallery.png': b'my gallery', 'roc_ood.png': b'my curve',
+            'thesis.tex': b'\\chapter{Results}'}
+    for name, data in mine.items():
+        (out / name).write_bytes(data)
+    before = _hashes(out)
+    for _ in range(2):
+        result = evaluate([sys.executable], runs[:2] + ['--out', str(out)])
+        assert result.returncode == 1
+        assert re.fullmatch(r'evaluate.py: error: --out .*report: '
+                            r'gallery.png is not written there by '
+                            r'chainer_vogn .*\n', result.stderr), \
+            result.stderr
+        assert '[1/2]' not in result.stdout
+        assert _hashes(out) == before
+    (out / 'gallery.png').unlink()
+    before = _hashes(out)
+    for _ in range(2):
+        result = evaluate([sys.executable], runs[:2] + ['--out', str(out)])
+        assert result.returncode == 0, result.stderr
+    after = _hashes(out)
+    assert {name: after[name] for name in before} == before
 
 
 @pytest.mark.parametrize('option,message', [

@@ -1,12 +1,14 @@
 """write_report writes every file, readable and complete, and atomically."""
 import csv
+import hashlib
 import json
 import os
 
 import numpy as np
 import pytest
 
-from chainer_vogn import metrics, report
+from chainer_vogn import files, metrics, report
+from chainer_vogn.errors import RunError
 
 PNGS = ('roc_ood.png', 'roc_misclassification.png', 'reliability.png',
         'entropy_hist.png')
@@ -65,7 +67,8 @@ def test_write_report_writes_everything(runs, tmp_path):
                                   conventions={'dataset': 'fake'})
     names = ['report.json', 'report.csv', 'report.md', 'predictions.npz']
     names += list(PNGS)
-    assert sorted(os.listdir(out)) == sorted(names)  # no temporary files
+    # no temporary files; the manifest of what it wrote
+    assert sorted(os.listdir(out)) == sorted(names + [files.MANIFEST])
     assert sorted(os.path.basename(p) for p in written.values()) == \
         sorted(names)
 
@@ -140,8 +143,34 @@ def test_new_report_leaves_no_file_of_an_earlier_one(runs, tmp_path):
     (tmp_path / 'notes.txt').write_text('mine')
     written = report.write_report(runs[2:], str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == sorted(
-        [os.path.basename(p) for p in written.values()] + ['notes.txt'])
+        [os.path.basename(p) for p in written.values()] +
+        ['notes.txt', files.MANIFEST])
     assert 'roc_ood.png' not in os.listdir(tmp_path)
+
+
+def _hashes(folder):
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            for name in os.listdir(folder)}
+
+
+def test_files_it_did_not_write_are_neither_removed_nor_overwritten(
+        runs, tmp_path):
+    """The user's figures named like the report's and their own files
+    stay bitwise: a report without them leaves them, and one that would
+    overwrite them is refused before it writes anything."""
+    mine = {'roc_ood.png': b'my figure', 'thesis.tex': b'\\chapter{}',
+            'gallery.png': b'my gallery'}
+    for name, data in mine.items():
+        (tmp_path / name).write_bytes(data)
+    for _ in range(2):
+        report.write_report(runs[2:], str(tmp_path))
+    hashes = _hashes(tmp_path)
+    for name, data in mine.items():
+        assert (tmp_path / name).read_bytes() == data
+    with pytest.raises(RunError, match=r'roc_ood.png is not written there '
+                       r'by chainer_vogn .*move it away'):
+        report.write_report(runs, str(tmp_path))
+    assert _hashes(tmp_path) == hashes
 
 
 def test_failed_write_keeps_the_old_report(runs, tmp_path, monkeypatch):
