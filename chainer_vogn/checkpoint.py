@@ -19,8 +19,9 @@ import glob
 import json
 import os
 import re
-import shutil
+import socket
 import sys
+import uuid
 
 import numpy
 
@@ -29,6 +30,8 @@ from chainer import training as chainer_training
 
 from chainer_vogn import run_options
 from chainer_vogn.errors import RunError
+from chainer_vogn.files import MANIFEST
+from chainer_vogn.files import Manifest
 from chainer_vogn.files import atomic_write
 from chainer_vogn.files import temporaries
 from chainer_vogn.files import write_json
@@ -45,6 +48,17 @@ MAY_CHANGE_ON_RESUME = ('allow_download', 'communicator', 'config',
 #: Entries of config.json that depend on the data read, checked once the
 #: data is loaded (another --data-dir must hold the same data).
 DATA_KEYS = ('dataset_info', 'dataset_size')
+
+#: The files rank 0 writes into a run folder, besides its snapshots (which
+#: carry the run's identity): it overwrites them only where its manifest
+#: (:class:`chainer_vogn.files.Manifest`) says it wrote them.
+RUN_FILES = ('config.json', 'model.npz', 'log', 'loss.png', 'accuracy.png')
+
+#: The entry of a snapshot that holds its run's identity (:func:`identity`).
+IDENTITY = 'run_identity'
+
+#: The lock a job holds on its run folder (:func:`acquire_lock`).
+LOCK = '.chainer_vogn.lock'
 
 #: Snapshots kept per rank: the newest, and one in case it is damaged.
 N_RETAINS = 2
@@ -130,15 +144,40 @@ def _read_record(folder):
     return record, None
 
 
+def _run_manifest(folder):
+    """The manifest of the run folder ``folder``.  A run written before
+    manifests existed (its config.json a train.py record) owns the files of
+    :data:`RUN_FILES` it holds."""
+    manifest = Manifest(folder)
+    if not os.path.exists(manifest.path):
+        record, _ = _read_record(folder)
+        if record is not None and 'versions' in record:
+            manifest.names |= set(RUN_FILES)
+    return manifest
+
+
 class Plan(object):
     """Where a run starts: ``epoch`` of its snapshot (None: from scratch),
-    or ``finished`` when there is nothing to do."""
+    or ``finished`` when there is nothing to do; ``run_id`` names the run
+    (None for one recorded before runs had ids).  It holds the folder's
+    lock until :meth:`release`."""
 
-    def __init__(self, folder, epoch=None, recorded=None, finished=False):
+    def __init__(self, folder, lock, run_id, epoch=None, recorded=None,
+                 finished=False):
         self.folder = folder
+        self.lock = lock
+        self.run_id = run_id
         self.epoch = epoch
         self.recorded = recorded
         self.finished = finished
+
+    def identity(self, args, comm):
+        """What each snapshot of this rank carries (:func:`identity`)."""
+        return identity(self.run_id, args, comm)
+
+    def release(self):
+        if self.lock is not None:
+            release_lock(self.lock)
 
     def start(self, trainer, comm, record):
         """Load the snapshot, clear litter and abandoned snapshots, and only
@@ -155,30 +194,58 @@ class Plan(object):
                     '--resume: {} does not fit this run ({}: {})'.format(
                         path, type(e).__name__, e))
             comm.mpi_comm.barrier()
-            # Epochs after the one resumed from are incomplete or damaged.
+            # Epochs after the one resumed from are incomplete or damaged
+            # (plan refused any of another run).
             for epoch in find_snapshots(self.folder).get(comm.rank, []):
                 if epoch > self.epoch:
                     os.remove(snapshot_path(self.folder, comm.rank, epoch))
         remove_temporaries(self.folder, comm.rank)
         if comm.rank == 0:
-            write_json(os.path.join(self.folder, 'config.json'),
-                                record)
+            _run_manifest(self.folder).claim(RUN_FILES)
+            write_json(os.path.join(self.folder, 'config.json'), record)
             if self.epoch is not None:
                 print('resuming from epoch {}'.format(self.epoch))
             sys.stdout.flush()
 
 
 def plan(args, comm):
-    """Check ``args.out`` against ``args`` on every rank and return the
-    :class:`Plan`; raise RunError (the same on every rank) when the run
-    there would be lost or mixed."""
+    """Lock ``args.out``, check it against ``args`` on every rank and return
+    the :class:`Plan`; raise RunError (the same on every rank) when the run
+    there would be lost or mixed, or another job holds the folder."""
+    lock = _on_rank0(comm, lambda: acquire_lock(args.out))
+    try:
+        return _plan(args, comm, lock)
+    except BaseException:
+        if lock is not None:
+            release_lock(lock)
+        raise
+
+
+def _on_rank0(comm, work):
+    """``work()`` on rank 0; its RunError is raised on every rank alike.
+    Returns what it returned on rank 0, None elsewhere."""
+    result, error = None, None
+    if comm.rank == 0:
+        try:
+            result = work()
+        except RunError as e:
+            error = str(e)
+    error = comm.mpi_comm.bcast(error, root=0)
+    if error is not None:
+        raise RunError(error)
+    return result
+
+
+def _plan(args, comm, lock):
     folder = args.out
+    _on_rank0(comm, lambda: _run_manifest(folder).refuse_foreign(RUN_FILES))
     if comm.rank == 0:
         found = (find_snapshots(folder),
-                 os.path.exists(os.path.join(folder, 'model.npz')))
+                 os.path.exists(os.path.join(folder, 'model.npz')),
+                 uuid.uuid4().hex)
     else:
         found = None
-    snapshots, has_model = comm.mpi_comm.bcast(found, root=0)
+    snapshots, has_model, new_id = comm.mpi_comm.bcast(found, root=0)
     if not args.resume:
         if snapshots or has_model:
             raise RunError(
@@ -186,11 +253,11 @@ def plan(args, comm):
                 'it or choose another --out'.format(folder, ', '.join(
                     (['model.npz'] if has_model else []) +
                     (['snapshots'] if snapshots else []))))
-        return Plan(folder)
+        return Plan(folder, lock, new_id)
     if not snapshots and not has_model:
         if comm.rank == 0:
             print('no snapshot in {}: starting afresh'.format(folder))
-        return Plan(folder)
+        return Plan(folder, lock, new_id)
 
     recorded, why = _read_record(folder)
     if recorded is None:
@@ -199,9 +266,7 @@ def plan(args, comm):
             'the options cannot be checked; choose another --out'.format(
                 folder, why))
     current = result_options(args, comm)
-    # A record older than an option ran with that option's default.
-    diffs = differences(dict(_as_json(run_options.general_defaults()),
-                             **recorded), current, current)
+    diffs = _option_differences(recorded, current)
     foreign = sorted(r for r in snapshots if r >= comm.size)
     if foreign and not diffs:
         diffs = ['snapshots of ranks {} but {} processes'.format(
@@ -212,7 +277,7 @@ def plan(args, comm):
         if comm.rank == 0:
             print('{} already finished its {} epochs: nothing to do (a larger '
                   '--epochs trains on)'.format(folder, recorded['epochs']))
-        return Plan(folder, finished=True)
+        return Plan(folder, lock, recorded.get('run_id'), finished=True)
     if not snapshots:
         if recorded.get('finished'):
             raise RunError(
@@ -221,13 +286,79 @@ def plan(args, comm):
                 'run'.format(folder))
         if comm.rank == 0:
             print('no snapshot in {}: starting afresh'.format(folder))
-        return Plan(folder)
+        return Plan(folder, lock, new_id)
+    run_id = recorded.get('run_id')
+    _refuse_other_runs(folder, snapshots, identity(run_id, args, comm), comm)
     epoch = newest_complete_epoch(folder, snapshots, comm)
     if epoch > args.epochs:
         raise RunError(
             '--resume --epochs {}: {} is at epoch {} already; pass --epochs '
             '{} or more'.format(args.epochs, folder, epoch, epoch))
-    return Plan(folder, epoch, recorded)
+    return Plan(folder, lock, run_id, epoch, recorded)
+
+
+def _option_differences(recorded, current):
+    """:func:`differences` of the result-deciding options; a record older
+    than an option ran with that option's default."""
+    return differences(dict(_as_json(run_options.general_defaults()),
+                            **recorded), current, current)
+
+
+def identity(run_id, args, comm):
+    """What a snapshot carries to tell its run: the run id (written when
+    the run starts), this rank's place in the layout and the result-deciding
+    options."""
+    return {'run_id': run_id, 'rank': comm.rank, 'processes': comm.size,
+            'options': result_options(args, comm)}
+
+
+def read_identity(path):
+    """The identity a snapshot carries; None for one written before
+    snapshots carried it.  Raises what numpy.load raises on a damaged
+    file."""
+    with numpy.load(path) as f:
+        if IDENTITY not in f.files:
+            return None
+        return json.loads(str(f[IDENTITY]))
+
+
+def _other_run(path, expected):
+    """Why the snapshot ``path`` is not of the run ``expected`` describes,
+    or None (a damaged file is left to :func:`damage`)."""
+    try:
+        found = read_identity(path)
+    except Exception:  # damaged: newest_complete_epoch names it
+        return None
+    if found is None:
+        found = {'run_id': None}
+    if found.get('run_id') != expected['run_id']:
+        return 'run id {} where the folder\'s run is {}'.format(
+            found.get('run_id'), expected['run_id'])
+    if found.get('rank') != expected['rank'] or \
+            found.get('processes') != expected['processes']:
+        return 'rank {} of {} processes where this is rank {} of {}'.format(
+            found.get('rank'), found.get('processes'), expected['rank'],
+            expected['processes'])
+    diffs = _option_differences(found.get('options', {}),
+                                expected['options'])
+    return 'options ' + '; '.join(diffs) if diffs else None
+
+
+def _refuse_other_runs(folder, snapshots, expected, comm):
+    """RunError naming every snapshot of this layout's ranks that belongs
+    to another run (each rank checks its own)."""
+    mine = [snapshot_path(folder, comm.rank, epoch)
+            for epoch in snapshots.get(comm.rank, [])]
+    problems = ['{} ({})'.format(path, why) for path, why in
+                ((path, _other_run(path, expected)) for path in mine) if why]
+    problems = sum(comm.mpi_comm.allgather(problems), [])
+    if problems:
+        raise RunError(
+            '--resume: {} {} of another run than the one in {}; a run cannot '
+            'continue from another\'s snapshots: put this run\'s back or '
+            'choose another --out'.format(
+                '; '.join(problems), 'is a snapshot' if len(problems) == 1
+                else 'are snapshots', folder))
 
 
 def newest_complete_epoch(folder, snapshots, comm):
@@ -263,40 +394,103 @@ def newest_complete_epoch(folder, snapshots, comm):
 
 
 def remove_temporaries(folder, rank):
-    """Remove what killed writers of this run left: this rank's temporary
-    snapshots, and on rank 0 those of config.json, model.npz, the log and
-    Chainer's snapshot writer."""
+    """Remove the temporaries that killed writers of this run left (see
+    :func:`chainer_vogn.files.temporaries`): this rank's snapshots', and on
+    rank 0 those of the files of :data:`RUN_FILES` and of the manifest."""
+    bases = [os.path.basename(snapshot_path(folder, rank, '*'))]
     if rank == 0:
-        patterns = [temporaries('config.json'),
-                    temporaries('model.npz')]
-        for path in glob.glob(os.path.join(folder, 'tmpsnapshot_*')) + \
-                glob.glob(os.path.join(folder, 'log*')):
-            if os.path.isdir(path) and set(os.listdir(path)) <= {'log'}:
-                shutil.rmtree(path)
-    else:
-        patterns = []
-    patterns.append(temporaries(
-        os.path.basename(snapshot_path(folder, rank, '*'))))
-    for pattern in patterns:
-        for path in glob.glob(os.path.join(folder, pattern)):
+        bases += list(RUN_FILES) + [MANIFEST]
+    for base in bases:
+        for path in glob.glob(os.path.join(folder, temporaries(base))):
             os.remove(path)
 
 
+def acquire_lock(folder):
+    """Hold the run folder ``folder`` (created if needed) for this job;
+    returns the lock's path, for :func:`release_lock`.  RunError, naming
+    the job, when another live job holds it; the lock of a job whose
+    process is gone from this host is stale and taken over."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, LOCK)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        holder = _lock_holder(path)
+        if holder.get('host') != socket.gethostname() or \
+                _alive(holder.get('pid')):
+            raise RunError(
+                '--out {} is in use by another job (pid {} on host {}, {}); '
+                'wait for it to end, or remove {} if no job runs '
+                'there'.format(folder, holder.get('pid'), holder.get('host'),
+                               path, path))
+        sys.stderr.write('warning: taking over the lock {} of pid {}, which '
+                         'has ended\n'.format(path, holder['pid']))
+        write_json(path, _this_job())
+    else:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(_this_job(), f)
+    return path
+
+
+def release_lock(path):
+    """Remove the lock ``path`` if this job holds it."""
+    if _lock_holder(path) == _this_job():
+        os.remove(path)
+
+
+def _this_job():
+    return {'host': socket.gethostname(), 'pid': os.getpid()}
+
+
+def _lock_holder(path):
+    """{'host', 'pid'} of the job holding the lock ``path``; {} when it
+    cannot be read."""
+    try:
+        with open(path) as f:
+            holder = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _alive(pid):
+    """Whether a process ``pid`` runs on this host."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Snapshot(chainer_training.Extension):
-    """Write this rank's snapshot atomically and durably, then, once every
-    rank has written it, drop this rank's snapshots older than the newest
-    ``N_RETAINS``, so that an epoch complete on every rank always stays."""
+    """Write this rank's snapshot, carrying ``identity``, atomically and
+    durably, then, once every rank has written it, drop this rank's
+    snapshots older than the newest ``N_RETAINS``, so that an epoch
+    complete on every rank always stays."""
 
     priority = -100  # after the other extensions, as Chainer's snapshot
 
-    def __init__(self, comm, folder):
+    def __init__(self, comm, folder, identity):
         self.comm = comm
         self.folder = folder
+        self.identity = identity
+
+    def _write(self, f, trainer):
+        """What serializers.save_npz writes, with the identity."""
+        serializer = serializers.DictionarySerializer()
+        serializer.save(trainer)
+        serializer.target[IDENTITY] = numpy.array(json.dumps(
+            self.identity, sort_keys=True))
+        numpy.savez_compressed(f, **serializer.target)
 
     def __call__(self, trainer):
         epoch = trainer.updater.epoch
         atomic_write(snapshot_path(self.folder, self.comm.rank, epoch),
-                     lambda f: serializers.save_npz(f, trainer), binary=True)
+                     lambda f: self._write(f, trainer), binary=True)
         self.comm.mpi_comm.barrier()
         epochs = [e for e in find_snapshots(self.folder).get(
             self.comm.rank, []) if e <= epoch]

@@ -13,8 +13,9 @@ _TEMPORARY = '.{}.{}.tmp'
 
 def temporaries(base):
     """The glob pattern of the temporaries atomic_write leaves next to a
-    file named ``base`` when it is killed (``base`` may hold a glob)."""
-    return _TEMPORARY.format(base, '*')
+    file named ``base`` when it is killed (``base`` may hold a glob): their
+    random part of 32 hex digits marks them as atomic_write's."""
+    return _TEMPORARY.format(base, '[0-9a-f]' * 32)
 
 
 def atomic_write(path, write, binary=False):

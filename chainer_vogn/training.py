@@ -140,8 +140,14 @@ def run(args):
     comm = distributed.create_communicator(args.communicator, args.device)
     layout = distributed.Layout(comm.size, comm.rank, args.samples)
     plan = checkpoint.plan(args, comm)
-    if plan.finished:
-        return None
+    try:
+        return None if plan.finished else _train(args, comm, layout, plan)
+    finally:
+        plan.release()
+
+
+def _train(args, comm, layout, plan):
+    """The training of :func:`run`, as ``plan`` says it starts."""
     device = run_setup.select_device(args.device, comm.mpi_comm)
     spec = registry.OPTIMIZERS[args.optimizer]
 
@@ -197,7 +203,8 @@ def run(args):
                                                    args.lr_decay),
                        trigger=triggers.ManualScheduleTrigger(
                            args.lr_milestones, 'epoch'))
-    trainer.extend(checkpoint.Snapshot(comm, args.out),
+    trainer.extend(checkpoint.Snapshot(comm, args.out,
+                                       plan.identity(args, comm)),
                    trigger=(args.snapshot_interval, 'epoch'))
     if comm.rank == 0:
         _add_reports(trainer, args, predictive, held_out_name)
@@ -206,6 +213,7 @@ def run(args):
     record = config_record(args, comm, optimizer, info)
     record['held_out'] = {'name': held_out_name, 'size': len(held_out),
                           'train_size': len(train)}
+    record['run_id'] = plan.run_id
     if comm.rank == 0:
         print('The log\'s validation/* numbers are on the {} set ({} images; '
               'training on {}){}'.format(
@@ -272,6 +280,23 @@ class PlainConsole(object):
         self.stream.flush()
 
 
+class LogReport(extensions.LogReport):
+    """Chainer's LogReport, once an epoch, writing ``log`` with
+    :func:`~chainer_vogn.files.write_json`: Chainer's own writes through a
+    temporary folder ``log<random>`` that a kill leaves behind and whose
+    name does not tell it from a folder of the user's."""
+
+    def __init__(self, folder):
+        super(LogReport, self).__init__(trigger=(1, 'epoch'), log_name=None)
+        self.path = os.path.join(folder, 'log')
+
+    def __call__(self, trainer):
+        entries = len(self.log)
+        super(LogReport, self).__call__(trainer)
+        if len(self.log) > entries:
+            files.write_json(self.path, self.log)
+
+
 def _label_plot(ylabel, log_scale, series_names):
     """PlotReport postprocess: axis labels, series names, scale."""
     def postprocess(figure, axes, summary):
@@ -291,7 +316,7 @@ def _add_reports(trainer, args, predictive, held_out_name):
     they are on ('test' or 'validation')."""
     series_names = _series_names(held_out_name)
     console = PlainConsole(sys.stdout)
-    trainer.extend(extensions.LogReport(trigger=(1, 'epoch')))
+    trainer.extend(LogReport(args.out))
     accuracy_keys, nll_keys = [], []
     if predictive:
         accuracy_keys, nll_keys = [validation.ACCURACY], [validation.NLL]

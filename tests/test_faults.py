@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -55,9 +56,30 @@ def _contents(folder):
 
 
 def _assert_no_litter(folder):
-    litter = [n for n in os.listdir(folder)
-              if n.endswith('.tmp') or n.startswith('tmpsnapshot')]
-    assert not litter
+    assert not [n for n in os.listdir(folder) if n.endswith('.tmp')]
+
+
+#: Files and folders of the user's in a run folder, named like the ones the
+#: project writes or once wrote (Chainer's temporary folders).
+USERS_FILES = {'logs/log': b'my notes', 'tmpsnapshot_rank0_epoch1.npzabc/x':
+               b'mine', 'log.tmp': b'mine too'}
+
+
+def _add_users_files(folder):
+    for name, data in USERS_FILES.items():
+        os.makedirs(os.path.dirname(os.path.join(folder, name)) or folder,
+                    exist_ok=True)
+        with open(os.path.join(folder, name), 'wb') as f:
+            f.write(data)
+    os.mkdir(os.path.join(folder, 'logbook'))
+    return {name: digest for name, digest in _contents(folder).items()
+            if name in USERS_FILES}
+
+
+def _assert_users_files_untouched(folder, hashes):
+    assert {name: digest for name, digest in _contents(folder).items()
+            if name in USERS_FILES} == hashes
+    assert os.listdir(os.path.join(folder, 'logbook')) == []
 
 
 @pytest.fixture(scope='module')
@@ -125,7 +147,7 @@ def test_killed_while_writing_then_resumed_equals_uninterrupted(
                   env=dict(os.environ, FAULT=fault))
     assert killed.returncode != 0, 'the fault did not happen: ' + fault
     assert any(n.endswith('.tmp') for n in os.listdir(folder))
-    os.mkdir(os.path.join(folder, 'tmpsnapshot_rank0_epoch1.npzabc'))
+    users = _add_users_files(folder)
 
     result = _run(mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder,
                                                      '--resume'])
@@ -133,7 +155,9 @@ def test_killed_while_writing_then_resumed_equals_uninterrupted(
     assert_same_posterior(folder, mpi_reference)
     with open(os.path.join(folder, 'config.json')) as f:
         assert json.load(f)['finished']
-    _assert_no_litter(folder)
+    assert [n for n in os.listdir(folder) if n.endswith('.tmp')] == \
+        ['log.tmp']
+    _assert_users_files_untouched(folder, users)
 
 
 def test_killed_at_a_random_time_then_resumed_equals_uninterrupted(
@@ -285,3 +309,75 @@ def test_longer_run_continues_from_the_finished_one(
         folder, 'log')))] == [1, 2, 3]
     # Retention keeps the two newest epochs.
     assert checkpoint.find_snapshots(folder) == {0: [2, 3]}
+
+
+# Only the run's own: the user's files stay, another run's snapshots and a
+# second job are refused
+
+def test_resume_leaves_the_users_files_in_the_run_folder(
+        solo_reference, tmp_path, in_process):
+    folder = _copy(solo_reference, tmp_path)
+    users = _add_users_files(folder)
+    in_process(OPTIONS + ['--epochs', '5', '--out', folder, '--resume'])
+    _assert_users_files_untouched(folder, users)
+    assert json.load(open(os.path.join(folder, 'config.json')))['finished']
+
+
+def test_a_file_of_the_users_named_like_the_runs_is_not_overwritten(
+        tmp_path, in_process):
+    folder = tmp_path / 'run'
+    folder.mkdir()
+    (folder / 'log').write_text('my log')
+    with pytest.raises(errors.RunError, match=r'--out .*run: log is not '
+                       'written there by chainer_vogn .*move it away'):
+        in_process(SOLO_RUN + ['--out', str(folder)])
+    assert _contents(str(folder)) == {'log': hashlib.sha256(
+        b'my log').hexdigest()}
+
+
+def test_snapshot_of_another_run_is_refused_naming_it(
+        mpiexec, mpi_reference, tmp_path):
+    """Rank 1's epoch-2 snapshot replaced by the same epoch of a run of the
+    same layout with --seed 1: the resume names it and changes nothing."""
+    other = str(tmp_path / 'seed1')
+    result = _run(mpiexec(2) + [TRAIN] + MPI_RUN + ['--seed', '1',
+                                                     '--epochs', '2',
+                                                     '--out', other])
+    assert result.returncode == 0, result.stderr
+    folder = _copy(mpi_reference, tmp_path)
+    foreign = checkpoint.snapshot_path(folder, 1, 2)
+    shutil.copyfile(checkpoint.snapshot_path(other, 1, 2), foreign)
+    before = _contents(folder)
+    result = _run(mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder,
+                                                     '--resume', '--epochs',
+                                                     '4'])
+    assert result.returncode != 0
+    assert '--resume: {} (run id '.format(foreign) in result.stderr
+    assert 'is a snapshot of another run' in result.stderr
+    assert 'Traceback' not in result.stderr
+    assert _contents(folder) == before
+
+
+def test_second_job_on_a_run_folder_is_refused_and_a_dead_ones_lock_taken(
+        tmp_path):
+    folder = str(tmp_path / 'run')
+    long_run = [sys.executable, TRAIN] + OPTIONS + ['--epochs', '60',
+                                                    '--out', folder]
+    first = subprocess.Popen(long_run, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for_files(first, [checkpoint.snapshot_path(folder, 0, 1)], 120)
+        second = _run(long_run + ['--resume'])
+        assert first.poll() is None, 'the first job ended too soon'
+    finally:
+        _kill_job(first)
+    assert second.returncode == 1
+    assert re.fullmatch(
+        r'train.py: error: --out {} is in use by another job \(pid {} on '
+        r'host .*\n'.format(re.escape(folder), first.pid), second.stderr), \
+        second.stderr
+    newest = str(max(checkpoint.find_snapshots(folder)[0]))
+    third = _run(long_run[:-3] + [newest, '--out', folder, '--resume'])
+    assert third.returncode == 0, third.stderr
+    assert 'taking over the lock' in third.stderr
+    assert not os.path.exists(os.path.join(folder, checkpoint.LOCK))
