@@ -29,6 +29,7 @@ from chainer_vogn import posterior
 from chainer_vogn import registry
 from chainer_vogn import run_setup
 from chainer_vogn import validation
+from chainer_vogn.errors import RunError
 from chainer_vogn.posterior_optimizer import PosteriorOptimizer
 
 
@@ -55,25 +56,73 @@ class Updater(training.updaters.StandardUpdater):
                            int(rest[0]), int(rest[1]), float(rest[2])))
 
 
-class CheckFinite(training.Extension):
-    """Stop with a clear message when the training loss is not finite.
+class StopOnDivergence(training.Extension):
+    """Stop the run, on every rank alike, when it diverges: when the
+    training loss of a step (the mean over the ranks) is not finite, or is
+    over :attr:`GROWTH` times that of the run's first step.
 
-    It runs before the snapshot, so the newest snapshot stays a good one.
+    A classifier starts near log(classes) (2.3 nats for ten); a hundred
+    times that puts the true class at a probability below e^-230, which no
+    run that learns comes near.  It runs before the snapshot, so every
+    snapshot on disk was written before the run diverged.
     """
 
     trigger = 1, 'iteration'
     priority = training.PRIORITY_WRITER + 1
+    GROWTH = 100
+
+    def __init__(self, comm, lr_attr):
+        self.comm = comm
+        self.lr_attr = lr_attr
+        self.first_loss = math.nan
 
     def __call__(self, trainer):
-        loss = trainer.observation.get('main/loss')
-        if loss is not None and not math.isfinite(float(loss.array
-                                                        if hasattr(loss, 'array')
-                                                        else loss)):
-            raise FloatingPointError(
-                'training loss is {} at iteration {} (epoch {}); stopping. '
-                'The newest snapshot in the output folder is the last good '
-                'state.'.format(float(loss.array), trainer.updater.iteration,
-                                trainer.updater.epoch))
+        loss = trainer.observation['main/loss']
+        losses = self.comm.mpi_comm.allgather(float(getattr(loss, 'array',
+                                                            loss)))
+        loss = sum(losses) / len(losses)
+        if math.isnan(self.first_loss):
+            self.first_loss = loss
+        if math.isfinite(loss) and loss <= self.GROWTH * self.first_loss:
+            return
+        self._stop(trainer, 'the training loss is {:.4g}{}'.format(
+            loss, ', over {} times the first step\'s {:.4g}'.format(
+                self.GROWTH, self.first_loss) if math.isfinite(loss) else ''))
+
+    def check_parameters(self, trainer, model):
+        """Stop if a parameter of ``model`` is not finite after the last
+        step."""
+        for name, param in sorted(model.namedparams()):
+            xp = chainer.backend.get_array_module(param.array)
+            if not bool(xp.isfinite(param.array).all()):
+                self._stop(trainer, 'parameter {} is not finite'.format(name))
+
+    def _stop(self, trainer, what):
+        lr = getattr(trainer.updater.get_optimizer('main'), self.lr_attr)
+        raise FloatingPointError(
+            'training diverged at iteration {} (epoch {}): {}; --lr (now '
+            '{:.4g}) is most likely too large'.format(
+                trainer.updater.iteration,
+                math.ceil(trainer.updater.epoch_detail), what, lr))
+
+    def serialize(self, serializer):
+        try:
+            self.first_loss = float(serializer('first_loss',
+                                               self.first_loss))
+        except KeyError:  # a snapshot written before it kept the first loss
+            pass
+
+
+def _newest_snapshot(folder, comm):
+    """Which snapshot a diverged run has to go back to, in words."""
+    found = checkpoint.find_snapshots(folder)
+    common = set.intersection(*(set(found.get(rank, []))
+                                for rank in range(comm.size)))
+    if not common:
+        return 'No snapshot was written before it'
+    return 'The newest good snapshot is {} (epoch {}; another --lr needs ' \
+        'another --out)'.format(checkpoint.snapshot_path(
+            folder, 'R' if comm.size > 1 else 0, max(common)), max(common))
 
 
 def weighted_by_examples(model):
@@ -197,7 +246,8 @@ def _train(args, comm, layout, plan):
             model, optimizer, spec.sampling, args.val_samples, comm, device,
             seed=args.seed, batchsize=args.eval_batchsize),
             trigger=validation_trigger(args))
-    trainer.extend(CheckFinite())
+    divergence = StopOnDivergence(comm, spec.lr_attr)
+    trainer.extend(divergence)
     if args.lr_milestones:
         trainer.extend(extensions.ExponentialShift(spec.lr_attr,
                                                    args.lr_decay),
@@ -224,7 +274,12 @@ def _train(args, comm, layout, plan):
     if comm.rank == 0 and derived:
         print(derived)
     plan.start(trainer, comm, record)
-    trainer.run(show_loop_exception_msg=False)
+    try:
+        trainer.run(show_loop_exception_msg=False)
+        divergence.check_parameters(trainer, model)
+    except FloatingPointError as e:
+        raise RunError('{}. {}'.format(str(e).rstrip('.'),
+                                        _newest_snapshot(args.out, comm)))
 
     if comm.rank == 0:
         meta = {'arch': args.arch, 'optimizer': args.optimizer,

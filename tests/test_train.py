@@ -3,6 +3,7 @@ import glob
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import chainer_vogn
 from chainer_vogn import run_options
 from chainer_vogn import run_setup
 from chainer_vogn import training
+from chainer_vogn.errors import RunError
 
 from conftest import assert_same_posterior
 from conftest import wait_for_files
@@ -275,7 +277,9 @@ class _PoisonedInSecondEpoch(object):
 
 
 @pytest.mark.parametrize('opt, message', [
-    ('vogn', 'VOGN step'), ('adam', 'training loss is nan')])
+    ('vogn', 'VOGN step'),
+    ('adam', r'training diverged at iteration \d+ \(epoch 2\): the training '
+             r'loss is nan; --lr \(now 0.001\) is most likely too large')])
 def test_non_finite_loss_stops_with_last_good_snapshot(
         tmp_path, monkeypatch, opt, message):
     load = run_setup.load_data
@@ -289,15 +293,41 @@ def test_non_finite_loss_stops_with_last_good_snapshot(
                         lambda: None)
     args = run_options.parse_args(SMALL + ['--optimizer', opt, '--epochs', '3',
                                    '--out', str(tmp_path)])
-    with pytest.raises(FloatingPointError, match=message):
+    snapshot = str(tmp_path / 'snapshot_rank0_epoch1.npz')
+    with pytest.raises(RunError, match=message + r'.*\. The newest good '
+                       r'snapshot is {} \(epoch 1;'.format(snapshot)):
         training.run(args)
     assert not os.path.exists(str(tmp_path / 'model.npz'))
-    snapshot = str(tmp_path / 'snapshot_rank0_epoch1.npz')
     with numpy.load(snapshot) as f:
         weights = [f[k] for k in f.files if k.startswith('updater/model:main/')
                    and k.endswith(('/W', '/b'))]
     assert weights and all(numpy.isfinite(w).all() for w in weights)
     assert not os.path.exists(str(tmp_path / 'snapshot_rank0_epoch2.npz'))
+
+
+@pytest.mark.parametrize('opt', ['vogn', 'adam'])
+def test_diverging_run_fails_naming_lr_and_leaves_no_model(tmp_path, opt):
+    """--lr 10 sends the loss past 100 times its start: one line, status 1,
+    no model.npz for evaluate to score."""
+    out = str(tmp_path / 'run')
+    result = _train(['--optimizer', opt, '--lr', '10', '--epochs', '3',
+                     '--out', out])
+    assert result.returncode == 1
+    assert re.fullmatch(
+        r'train.py: error: training diverged at iteration \d+ \(epoch 1\): '
+        r'the training loss is \S+, over 100 times the first step\'s \S+; '
+        r'--lr \(now 10\) is most likely too large\. No snapshot was '
+        r'written before it\n', result.stderr), result.stderr
+    assert not os.path.exists(os.path.join(out, 'model.npz'))
+
+
+@pytest.mark.parametrize('option', [['--lr', 'inf'], ['--tau-init', 'nan']])
+def test_non_finite_option_is_refused_at_parsing(tmp_path, option):
+    result = _train(option + ['--out', str(tmp_path / 'run')])
+    assert result.returncode == 2
+    assert '{}: {} is invalid; it must be a finite number'.format(
+        option[0][2:].replace('-', '_'), option[1]) in result.stderr
+    assert not os.path.exists(str(tmp_path / 'run'))
 
 
 # Output that reads well
