@@ -93,7 +93,18 @@ def evaluate_main(argv=None):
 
 def read_images(path, info):
     """The images in ``path`` as a batch (N, C, H, W) on the [0, 1] scale,
-    in the layout of ``info``'s data set."""
+    in the layout of ``info``'s data set; RunError naming ``path`` if they
+    cannot be read or do not fit."""
+    try:
+        return _read_images(path, info)
+    except (ValueError, OSError) as e:
+        if getattr(e, 'filename', None) is not None:
+            raise  # it names its file already
+        raise errors.RunError('{}: {}'.format(path,
+                                              errors.describe_failure(e)))
+
+
+def _read_images(path, info):
     if path.endswith('.npy'):
         return run_folder.as_batch(numpy.load(path), info)
     from PIL import Image

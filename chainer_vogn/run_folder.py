@@ -38,6 +38,21 @@ samples' probabilities, or None unless asked for.
 """
 
 
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _read(name, path, read):
+    """``read(path)``; RunError naming run ``name`` and the file if it
+    cannot be read."""
+    try:
+        return read(path)
+    except (ValueError, OSError, EOFError, KeyError,
+            zipfile.BadZipFile) as e:
+        raise RunError('run {}: cannot read {}: {}'.format(name, path, e))
+
+
 class Run(object):
     """A train.py output folder: its options, posterior and sampling method.
 
@@ -59,14 +74,9 @@ class Run(object):
                 'config.json and model.npz into its --out folder, so pass '
                 'such a folder (or let the run finish, with --resume)'.format(
                     name, path, ' or '.join(missing)))
-        try:
-            with open(files['config.json']) as f:
-                self.config = json.load(f)
-            self.posterior = posterior_module.load_posterior(
-                files['model.npz'])
-        except (ValueError, OSError, EOFError, KeyError,
-                zipfile.BadZipFile) as e:
-            raise RunError('run {}: cannot read {}: {}'.format(name, path, e))
+        self.config = _read(name, files['config.json'], _read_json)
+        self.posterior = _read(name, files['model.npz'],
+                               posterior_module.load_posterior)
         try:
             self.args = run_options.RunConfig.from_record(self.config)
         except ValueError as e:
@@ -114,6 +124,16 @@ def as_batch(images, info):
     """Raw images (one, or a batch; (H, W) or (C, H, W) each) as a batch
     (N, C, H, W) in the layout of ``info``'s data set."""
     x = numpy.asarray(images, numpy.float32)
+    if x.size == 0:
+        raise ValueError('no images: an empty array of shape {}'.format(
+            x.shape))
+    if not numpy.isfinite(x).all():
+        raise ValueError('images hold NaN or infinite values')
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(
+            'images span {:.4g}..{:.4g}, outside the [0, 1] scale the run '
+            'takes; divide them by their scale\'s maximum (255 for 8-bit, 16 '
+            'for the digits\' 0..16) first'.format(x.min(), x.max()))
     channels, side = datasets.image_shape(info['name'])
     one = (channels, side, side)
     for shape in (one, one[1:]) if channels == 1 else (one,):

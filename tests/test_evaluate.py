@@ -401,9 +401,30 @@ def test_predict_command_prints_top_classes_and_uncertainty(
     (['nowhere', 'x.npy'], 'run nowhere: no folder nowhere'),
     (['RUN', 'missing.npy'], 'missing.npy'),
     (['RUN', 'RUN/config.json'], 'cannot identify image file'),
+    (['RUN', 'TMP/empty.npy'], 'TMP/empty.npy: no images'),
+    (['RUN', 'TMP/words.npy'], 'TMP/words.npy: could not convert'),
+    (['RUN', 'TMP/bytes.npy'], 'TMP/bytes.npy: images span 0..255, outside '
+                               'the [0, 1] scale'),
+    (['RUN', 'TMP/cut.png'], 'TMP/cut.png: '),
+    (['DAMAGED', 'TMP/empty.npy'], 'DAMAGED/model.npz'),
 ])
-def test_predict_command_errors_are_one_line(runs, args, message):
-    args = [a.replace('RUN', runs[0]) for a in args]
+def test_predict_command_errors_are_one_line(runs, tmp_path, args, message):
+    numpy.save(str(tmp_path / 'empty.npy'), numpy.zeros((0, 8, 8)))
+    numpy.save(str(tmp_path / 'words.npy'), numpy.array(['a', 'b']))
+    numpy.save(str(tmp_path / 'bytes.npy'),
+               numpy.arange(64).reshape(8, 8) * 255 // 63)
+    from PIL import Image
+    Image.fromarray(numpy.zeros((8, 8), numpy.uint8)).save(
+        str(tmp_path / 'cut.png'))
+    with open(str(tmp_path / 'cut.png'), 'r+b') as f:
+        f.truncate(40)
+    damaged = shutil.copytree(runs[0], str(tmp_path / 'damaged'))
+    with open(os.path.join(damaged, 'model.npz'), 'r+b') as f:
+        f.truncate(200)
+    args = [a.replace('RUN', runs[0]).replace('TMP', str(tmp_path))
+            .replace('DAMAGED', damaged) for a in args]
+    message = message.replace('TMP', str(tmp_path)).replace('DAMAGED',
+                                                            damaged)
     result = predict_command(args)
     assert result.returncode == 1
     assert result.stderr.count('\n') == 1, result.stderr

@@ -65,6 +65,20 @@ def test_other_layouts_are_refused(info, shape):
         run_folder.as_batch(numpy.zeros(shape), info)
 
 
+@pytest.mark.parametrize('x, message', [
+    (numpy.zeros((0, 8, 8)), r'no images: an empty array of shape '
+                             r'\(0, 8, 8\)'),
+    (numpy.full((8, 8), numpy.nan), 'NaN or infinite'),
+    (numpy.full((8, 8), 16.0), r'images span 16..16, outside the \[0, 1\] '
+                               'scale'),
+    (numpy.arange(64.0).reshape(8, 8) * 4, r'images span 0..252, outside'),
+])
+def test_images_off_the_unit_scale_are_refused_with_the_scale_found(
+        x, message):
+    with pytest.raises(ValueError, match=message):
+        run_folder.as_batch(x, GREY)
+
+
 def test_evaluation_side_does_not_import_training():
     """Evaluation builds runs through chainer_vogn.run_setup, never
     through the Trainer wiring (issue 11); the commands load it for
