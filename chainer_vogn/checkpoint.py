@@ -177,7 +177,7 @@ class Plan(object):
 
     def release(self):
         if self.lock is not None:
-            release_lock(self.lock)
+            release_lock(*self.lock)
 
     def start(self, trainer, comm, record):
         """Load the snapshot, clear litter and abandoned snapshots, and only
@@ -217,7 +217,7 @@ def plan(args, comm):
         return _plan(args, comm, lock)
     except BaseException:
         if lock is not None:
-            release_lock(lock)
+            release_lock(*lock)
         raise
 
 
@@ -407,9 +407,11 @@ def remove_temporaries(folder, rank):
 
 def acquire_lock(folder):
     """Hold the run folder ``folder`` (created if needed) for this job;
-    returns the lock's path, for :func:`release_lock`.  RunError, naming
-    the job, when another live job holds it; the lock of a job whose
-    process is gone from this host is stale and taken over."""
+    returns (the lock's path, whether the folder was created) for
+    :func:`release_lock`.  RunError, naming the job, when another live job
+    holds it; the lock of a job whose process is gone from this host is
+    stale and taken over."""
+    created = not os.path.isdir(folder)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOCK)
     try:
@@ -429,13 +431,19 @@ def acquire_lock(folder):
     else:
         with os.fdopen(fd, 'w') as f:
             json.dump(_this_job(), f)
-    return path
+    return path, created
 
 
-def release_lock(path):
-    """Remove the lock ``path`` if this job holds it."""
+def release_lock(path, created):
+    """Remove the lock ``path`` if this job holds it, and the folder if
+    the job created it and left it empty (a run that failed to start)."""
     if _lock_holder(path) == _this_job():
         os.remove(path)
+    if created:
+        try:
+            os.rmdir(os.path.dirname(path))
+        except OSError:
+            pass  # not empty: the run's files are in it
 
 
 def _this_job():
