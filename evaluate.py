@@ -11,8 +11,12 @@ same result as one process; rank 0 writes the report.  The command is
 """
 import sys
 
-import chainer_vogn  # NOQA: makes chainer importable on every stack
-from chainer_vogn.commands import evaluate_main
+try:
+    import chainer_vogn  # NOQA: makes chainer importable on every stack
+    from chainer_vogn.commands import evaluate_main
+except KeyboardInterrupt:  # Ctrl-C while the libraries load
+    sys.stderr.write('evaluate.py: interrupted\n')
+    sys.exit(130)
 
 
 if __name__ == '__main__':

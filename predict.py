@@ -13,8 +13,12 @@ library function behind it is :func:`chainer_vogn.predict`.
 """
 import sys
 
-import chainer_vogn  # NOQA: makes chainer importable on every stack
-from chainer_vogn.commands import predict_main
+try:
+    import chainer_vogn  # NOQA: makes chainer importable on every stack
+    from chainer_vogn.commands import predict_main
+except KeyboardInterrupt:  # Ctrl-C while the libraries load
+    sys.stderr.write('predict.py: interrupted\n')
+    sys.exit(130)
 
 
 if __name__ == '__main__':

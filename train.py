@@ -9,8 +9,12 @@ command is :func:`chainer_vogn.commands.train_main`.
 """
 import sys
 
-import chainer_vogn  # NOQA: makes chainer importable on every stack
-from chainer_vogn.commands import train_main
+try:
+    import chainer_vogn  # NOQA: makes chainer importable on every stack
+    from chainer_vogn.commands import train_main
+except KeyboardInterrupt:  # Ctrl-C while the libraries load
+    sys.stderr.write('train.py: interrupted\n')
+    sys.exit(130)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -190,6 +191,22 @@ def test_ctrl_c_during_an_import_is_still_one_line():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 130, result.stderr
     assert result.stderr == 'train.py: interrupted\n'
+
+
+@pytest.mark.parametrize('script', ['train.py', 'evaluate.py',
+                                    'predict.py'])
+def test_ctrl_c_while_the_libraries_load_is_one_line(script):
+    """SIGINT 0.15 s after the start, inside the imports of Chainer and
+    SciPy."""
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, script), '--help'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(0.15)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr == '{}: interrupted\n'.format(script)
 
 
 def test_ctrl_c_exits_130_in_one_line(tmp_path):
