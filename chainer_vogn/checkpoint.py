@@ -329,8 +329,10 @@ def _other_run(path, expected):
         found = read_identity(path)
     except Exception:  # damaged: newest_complete_epoch names it
         return None
-    if found is None:
-        found = {'run_id': None}
+    if found is None:  # written before snapshots carried an identity
+        return None if expected['run_id'] is None else \
+            'no run id where the folder\'s run is {}'.format(
+                expected['run_id'])
     if found.get('run_id') != expected['run_id']:
         return 'run id {} where the folder\'s run is {}'.format(
             found.get('run_id'), expected['run_id'])
@@ -470,7 +472,7 @@ def _alive(pid):
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's process
     return True
 
 

@@ -17,10 +17,12 @@ import subprocess
 import sys
 import time
 
+import numpy
 import pytest
 
 from chainer_vogn import checkpoint
 from chainer_vogn import errors
+from chainer_vogn import files
 from chainer_vogn import run_options
 from chainer_vogn import training
 
@@ -320,6 +322,24 @@ def test_resume_leaves_the_users_files_in_the_run_folder(
     users = _add_users_files(folder)
     in_process(OPTIONS + ['--epochs', '5', '--out', folder, '--resume'])
     _assert_users_files_untouched(folder, users)
+    assert json.load(open(os.path.join(folder, 'config.json')))['finished']
+
+
+def test_run_from_before_manifests_and_run_ids_resumes(
+        solo_reference, tmp_path, in_process):
+    """A run folder written before runs had a manifest, a run id and
+    snapshots carrying it is still this run's: it resumes."""
+    folder = _copy(solo_reference, tmp_path)
+    os.remove(os.path.join(folder, files.MANIFEST))
+    path = os.path.join(folder, 'config.json')
+    record = json.load(open(path))
+    del record['run_id']
+    files.write_json(path, record)
+    for path in glob.glob(os.path.join(folder, 'snapshot_*.npz')):
+        with numpy.load(path) as f:
+            arrays = {k: f[k] for k in f.files if k != checkpoint.IDENTITY}
+        numpy.savez_compressed(path, **arrays)
+    in_process(OPTIONS + ['--epochs', '3', '--out', folder, '--resume'])
     assert json.load(open(os.path.join(folder, 'config.json')))['finished']
 
 
