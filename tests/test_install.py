@@ -62,8 +62,9 @@ def base_interpreter():
 @pytest.mark.mpi
 def test_pip_route_from_nothing(tmp_path):
     """README's pip line in a new venv (its own pip, no cache, so Chainer is
-    built from its source archive), then train.py on one process and under
-    mpiexec -n 2 --samples 2, and evaluate.py.  1 to 2 minutes, most of it
+    built from its source archive), then the installed commands outside the
+    clone: chainer-vogn-train on one process and under mpiexec -n 2
+    --samples 2, chainer-vogn-evaluate and chainer-vogn-predict.  1 to 2 minutes, most of it
     downloads."""
     from test_readme import copy_of_repository
     clone = tmp_path / 'chainer-vogn'
@@ -105,7 +106,7 @@ def test_pip_route_from_nothing(tmp_path):
     assert where.startswith(str(venv)) and version == '7.8.1'
 
     def run(command, timeout=600):
-        done = subprocess.run(command, cwd=str(clone), env=env,
+        done = subprocess.run(command, cwd=str(tmp_path), env=env,
                               capture_output=True, text=True,
                               timeout=timeout)
         assert done.returncode == 0, \
@@ -114,11 +115,19 @@ def test_pip_route_from_nothing(tmp_path):
 
     one, two, report = (str(tmp_path / name) for name in ('r1', 'r2', 'rep'))
     common = ['--dataset', 'digits', '--epochs', '1', '--no-progress']
-    run([python, 'train.py'] + common + ['--out', one])
+    # The installed commands, outside the clone.
+    train, evaluate, predict = (os.path.join(bindir, 'chainer-vogn-' + name)
+                                for name in ('train', 'evaluate', 'predict'))
+    run([train] + common + ['--out', one])
     run([os.path.join(bindir, 'mpiexec'), '--allow-run-as-root',
-         '--oversubscribe', '-n', '2', python, 'train.py', '--samples', '2']
+         '--oversubscribe', '-n', '2', train, '--samples', '2']
         + common + ['--out', two])
-    run([python, 'evaluate.py', one, '--out', report])
+    run([evaluate, one, '--out', report])
     with open(os.path.join(two, 'config.json')) as f:
         assert json.load(f)['processes'] == 2
     assert os.path.getsize(os.path.join(report, 'report.md')) > 0
+    image = str(tmp_path / 'seven.npy')
+    run([python, '-c', 'import numpy; from sklearn.datasets import '
+         'load_digits; numpy.save({!r}, load_digits().images[7] / 16)'.format(
+             image)])
+    run([predict, two, image, '-T', '3'])
