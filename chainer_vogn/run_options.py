@@ -484,9 +484,10 @@ def build_parser():
         'options differ (docs/resuming.md)')
     add(g, '--snapshot-interval', 'epochs between snapshots',
         metavar='EPOCHS')
-    add(g, '--eval-batchsize', 'minibatch size of the test-set evaluation '
-        'after each epoch')
-    add(g, '--val-samples', 'each epoch, also report the accuracy and NLL '
+    add(g, '--eval-batchsize', 'minibatch size of the held-out set\'s '
+        'evaluation during training')
+    add(g, '--val-samples', 'at each evaluation of the held-out set (see '
+        '--val-interval), also report the accuracy and NLL '
         'of the T-sample predictive (VOGN and IVON weight samples, MC '
         'dropout passes) '
         'on the held-out set (--val-split\'s, else the test set), as '
