@@ -42,10 +42,11 @@ HYPERPARAMETERS = (
     Hyperparameter('weight_decay', 1e-4, float, lambda v: v >= 0, '>= 0',
                    'prior precision per example delta: sigma^2 = 1 / (N (h + '
                    'delta))'),
-    Hyperparameter('clip_radius', float('inf'), float, lambda v: v > 0,
-                   '> 0 (inf: no clipping)',
-                   'bound of every element of the preconditioned step (inf: '
-                   'no clipping)'),
+    Hyperparameter('clip_radius', None, float,
+                   lambda v: v is None or v > 0,
+                   'None (no clipping) or > 0',
+                   'bound of every element of the preconditioned step '
+                   '(default: none, no clipping; the reference code\'s inf)'),
     Hyperparameter('rescale_lr', True, bool, lambda v: v in (True, False),
                    'True or False',
                    'the rescaling of lr by hess_init + weight_decay'),
@@ -125,7 +126,7 @@ class IVONRule(optimizer.UpdateRule):
         step = m / c.bias_fix
         step += hp.weight_decay * mu
         step /= h + hp.weight_decay
-        if hp.clip_radius < float('inf'):
+        if hp.clip_radius is not None:
             step.clip(-hp.clip_radius, hp.clip_radius, out=step)
         mu -= c.lr * step
 
@@ -134,7 +135,8 @@ class IVONRule(optimizer.UpdateRule):
         c = self._update_constants()
         _update_kernel()(
             param.grad, self.curvature, c.lr, hp.beta1, c.rate1, hp.beta2,
-            c.rate2, c.correction, hp.weight_decay, hp.clip_radius,
+            c.rate2, c.correction, hp.weight_decay,
+            float('inf') if hp.clip_radius is None else hp.clip_radius,
             c.bias_fix, param.array, self.state['m'], self.state['h'])
 
 

@@ -247,7 +247,7 @@ def test_defaults_are_the_reference_codes():
     opt = chainer_vogn.IVON(100)
     assert (opt.beta1, opt.beta2, opt.hess_init, opt.weight_decay,
             opt.clip_radius, opt.rescale_lr, opt.debias,
-            opt.num_samples) == (0.9, 0.99999, 1.0, 1e-4, math.inf, True,
+            opt.num_samples) == (0.9, 0.99999, 1.0, 1e-4, None, True,
                                  True, 1)
 
 
