@@ -464,7 +464,9 @@ def _lock_holder(path):
 
 
 def _alive(pid):
-    """Whether a process ``pid`` runs on this host."""
+    """Whether a process ``pid`` runs on this host.  A killed rank whose
+    parent (mpiexec) was killed too can stay a zombie, unreaped, for a
+    while or for good in a container: it holds nothing, so it is dead."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -473,7 +475,17 @@ def _alive(pid):
         return False
     except PermissionError:
         pass  # another user's process
-    return True
+    return process_state(pid) not in ('Z', 'X', 'gone')
+
+
+def process_state(pid):
+    """The state letter of process ``pid`` from /proc ('R', 'S', 'Z', ...),
+    'gone' when it has no entry, None where there is no /proc (not Linux)."""
+    try:
+        with open('/proc/{}/stat'.format(pid)) as f:
+            return f.read().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
+        return 'gone' if os.path.isdir('/proc/self') else None
 
 
 class Snapshot(chainer_training.Extension):

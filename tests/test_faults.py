@@ -126,6 +126,13 @@ def _kill_job(proc):
         except ProcessLookupError:
             pass
     proc.wait()
+    # SIGKILL is asynchronous: as a scheduler, wait until the ranks are gone
+    # (or zombies nobody reaps) before the next job starts
+    deadline = time.time() + 30
+    while any(checkpoint.process_state(pid) not in ('Z', 'X', 'gone')
+              for pid in ranks):
+        assert time.time() < deadline, 'killed ranks still run'
+        time.sleep(0.01)
 
 
 def _parent(pid):
@@ -401,3 +408,28 @@ def test_second_job_on_a_run_folder_is_refused_and_a_dead_ones_lock_taken(
     assert third.returncode == 0, third.stderr
     assert 'taking over the lock' in third.stderr
     assert not os.path.exists(os.path.join(folder, checkpoint.LOCK))
+
+
+def test_lock_of_a_zombie_is_taken_over(tmp_path):
+    """A killed rank whose mpiexec died too can linger as a zombie that
+    nobody reaps; it holds nothing, so its lock is stale."""
+    child = subprocess.Popen([sys.executable, '-c', 'pass'])
+    deadline = time.time() + 30
+    while checkpoint.process_state(child.pid) != 'Z':  # ended, not reaped
+        assert time.time() < deadline
+        time.sleep(0.01)
+    try:
+        folder = str(tmp_path / 'run')
+        os.makedirs(folder)
+        lock = os.path.join(folder, checkpoint.LOCK)
+        with open(lock, 'w') as f:
+            json.dump({'host': checkpoint.socket.gethostname(),
+                       'pid': child.pid}, f)
+        path, created = checkpoint.acquire_lock(folder)
+        assert (path, created) == (lock, False)
+        with open(lock) as f:
+            assert json.load(f)['pid'] == os.getpid()
+        checkpoint.release_lock(path, created)
+        assert not os.path.exists(lock)
+    finally:
+        child.wait()
