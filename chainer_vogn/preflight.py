@@ -1,7 +1,8 @@
 """Checks a GPU job's software and node before it starts training.
 
 The job scripts run ``python -m chainer_vogn.preflight --gpus N --launcher
-mpirun`` on the job's first node after loading the modules.  It checks, in
+mpirun`` on the job's first node after loading the modules (``--gpus 0``:
+a run on the CPU, where only the launcher is checked).  It checks, in
 seconds, what would otherwise fail (or silently slow down) only once 16
 processes have started: the launcher is on PATH, CuPy imports and sees at
 least N GPUs, CuPy loads an NCCL at least as new as CuPy 13 supports, and
@@ -41,6 +42,8 @@ def check(gpus, launcher, environ=os.environ,
         raise PreflightError(
             '{} not found on PATH: load the MPI module (MODULES) or put '
             'your MPI on PATH'.format(launcher))
+    if gpus == 0:
+        return 'preflight: {} on PATH, CPU run (no GPU checks)'.format(launcher)
     cupy = _load(import_module, 'cupy',
                  'CuPy does not import ({}): build the environment of '
                  'docs/cluster.md and load a CUDA 12 module')
@@ -99,7 +102,8 @@ def main(argv=None):
         prog='python -m chainer_vogn.preflight',
         description=__doc__.split('\n')[0])
     parser.add_argument('--gpus', type=int, required=True,
-                        help='GPUs this node must have: one per process')
+                        help='GPUs this node must have: one per process '
+                             '(0: a run on the CPU)')
     parser.add_argument('--launcher', required=True,
                         help='the program that starts the processes '
                              '(mpirun, srun, mpiexec)')

@@ -79,6 +79,14 @@ def test_more_gpus_than_processes_pass():
     assert '8 GPU(s)' in run(need=4, gpus=8)
 
 
+def test_a_cpu_run_checks_only_the_launcher():
+    line = run(need=0, launcher='mpiexec', on_path=('mpiexec',),
+               broken=('cupy', 'cupy.cuda.nccl', 'cupy.cudnn'))
+    assert line == 'preflight: mpiexec on PATH, CPU run (no GPU checks)'
+    with pytest.raises(preflight.PreflightError, match='mpiexec not found'):
+        run(need=0, launcher='mpiexec', on_path=())
+
+
 def test_cudnn_switched_off_on_purpose_is_not_checked():
     line = run(environ={'CHAINER_CUDNN': '0'}, broken=('cupy.cudnn',))
     assert line.endswith('cuDNN off (CHAINER_CUDNN=0)')
