@@ -1,9 +1,9 @@
 # shellcheck shell=bash
 # The body the cluster scripts share, sourced from the chainer-vogn folder.
 #
-# A job script (tsubame4.sh, slurm.sh) holds its scheduler's directives and
-# sets NODES (the nodes granted), NODES_FROM (the scheduler's variable for
-# it), GPUS_PER_NODE, USAGE (how to submit it), LAUNCHER and a function
+# A job script (tsubame4.sh, slurm.sh, workstation.sh) holds its scheduler's
+# directives, if any, and sets NODES (the nodes granted), NODES_FROM (the
+# scheduler's variable for it), GPUS_PER_NODE, USAGE (how to submit it), LAUNCHER and a function
 # `launch PROCESSES COMMAND...`; then it calls run_job: the settings are
 # checked, the modules loaded, the preflight run (python -m
 # chainer_vogn.preflight) and the pipeline, or the step RUN names, started.
@@ -21,11 +21,14 @@ OUT=${OUT:-}                  # required: folder of the runs and the report
 RUN=${RUN:-all}               # vogn, adam, mcdropout, evaluate or all
 SAMPLES=${SAMPLES:-4}         # VOGN sample groups S; P = S x D
 ARCH=${ARCH:-lenet5}          # configs/cifar10_${ARCH}_{vogn,adam,mcdropout}.yaml
+DATASET=${DATASET:-cifar10}   # ... configs/${DATASET}_${ARCH}_...
+CONFIG_DIR=${CONFIG_DIR:-configs}  # ... ${CONFIG_DIR}/${DATASET}_${ARCH}_...
+DEVICE=${DEVICE:-0}           # rank r of a node uses GPU DEVICE + r; -1: the CPU
 DATA_DIR=${DATA_DIR:-data}    # cifar-10-python.tar.gz (and SVHN's .mat files)
 OOD=${OOD:-svhn}              # evaluate.py --ood
 MC_SAMPLES=${MC_SAMPLES:-10}  # evaluate.py --mc-samples
 PYTHON=${PYTHON:-~/miniforge3/envs/chainer-vogn/bin/python}
-MODULES=${MODULES:-cuda cudnn nccl openmpi}  # pin versions: docs/cluster.md
+MODULES=${MODULES-cuda cudnn nccl openmpi}  # pin versions: docs/cluster.md; empty: none
 WALLTIME=${WALLTIME:-24:00:00}        # submit scripts: per training job
 EVAL_WALLTIME=${EVAL_WALLTIME:-02:00:00}
 
@@ -59,6 +62,7 @@ check_job() {
 }
 
 load_modules() {
+  [[ -n $MODULES ]] || return 0
   # Batch shells may lack the module command; its scripts are not set -u safe.
   set +u
   # shellcheck source=/dev/null
@@ -72,8 +76,8 @@ train() {  # train OPTIMIZER PROCESSES [more train.py options]
   local optimizer=$1 processes=$2
   shift 2
   launch "$processes" "$PYTHON" train.py \
-    --config "configs/cifar10_${ARCH}_${optimizer}.yaml" \
-    --data-dir "$DATA_DIR" --device 0 --communicator pure_nccl \
+    --config "$CONFIG_DIR/${DATASET}_${ARCH}_${optimizer}.yaml" \
+    --data-dir "$DATA_DIR" --device "$DEVICE" --communicator "$COMMUNICATOR" \
     --out "$OUT/$optimizer" --resume --no-progress "$@"
 }
 
@@ -81,13 +85,21 @@ evaluate() {  # on the GPUs of one node, which share the Monte Carlo samples
   launch "$GPUS_PER_NODE" "$PYTHON" evaluate.py \
     "$OUT/vogn" "$OUT/adam" "$OUT/mcdropout" \
     --ood "$OOD" --mc-samples "$MC_SAMPLES" --data-dir "$DATA_DIR" \
-    --device 0 --out "$OUT/report"
+    --device "$DEVICE" --out "$OUT/report"
 }
 
 run_job() {
   check_job
   load_modules
-  "$PYTHON" -m chainer_vogn.preflight --gpus "$GPUS_PER_NODE" --launcher "$LAUNCHER"
+  # On the CPU the processes talk through MPI and the preflight checks the
+  # launcher only (--gpus 0).
+  local gpus=0
+  COMMUNICATOR=naive
+  if ((DEVICE >= 0)); then
+    gpus=$((DEVICE + GPUS_PER_NODE))
+    COMMUNICATOR=pure_nccl
+  fi
+  "$PYTHON" -m chainer_vogn.preflight --gpus "$gpus" --launcher "$LAUNCHER"
   case $RUN in
     vogn) train vogn "$NP" --samples "$SAMPLES" ;;
     adam | mcdropout) train "$RUN" "$SHARDS" ;;

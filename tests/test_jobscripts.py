@@ -5,7 +5,8 @@ mpirun, srun, qsub, sbatch, `module` and the job's python (which the jobs
 only run for the preflight) that only record how they were called; the
 train.py and evaluate.py command lines they launch then go through the real
 parsers. jobscripts/local.sh runs end to end on the digits,
-once whole and once killed after its first VOGN snapshot and started again.
+once whole and once killed after its first VOGN snapshot and started again;
+jobscripts/workstation.sh runs end to end on the CPU with digits configs.
 """
 import glob
 import json
@@ -45,7 +46,7 @@ SUBMIT_SCRIPTS = {
     'slurm_submit.sh': 'slurm.sh',
 }
 ALL_SCRIPTS = sorted(list(JOB_SCRIPTS) + list(SUBMIT_SCRIPTS) +
-                     ['local.sh', 'common.sh'])
+                     ['local.sh', 'common.sh', 'workstation.sh'])
 NODE_RESOURCE = {'tsubame3.sh': 'f_node', 'tsubame4.sh': 'node_f'}
 #: job script: the modules it loads by default
 MODULES = {'tsubame3.sh': 'cuda cudnn nccl openmpi',
@@ -188,6 +189,11 @@ def stubs(tmp_path):
             if log.exists() else []
         return result, calls
 
+    # nvidia-smi --list-gpus: one line per GPU, NVIDIA_GPUS of them
+    nvidia_smi = bin_dir / 'nvidia-smi'
+    nvidia_smi.write_text('#!/bin/sh\nfor i in $(seq 1 "$NVIDIA_GPUS"); do '
+                          'echo "GPU $i: NVIDIA H100 (UUID: GPU-$i)"; done\n')
+    nvidia_smi.chmod(0o755)
     run.tmp_path = tmp_path
     return run
 
@@ -480,6 +486,30 @@ def test_local_script_command_lines(stubs, device, communicator):
         assert evaluate['args'].ood == 'holdout:5-9'
 
 
+@pytest.mark.parametrize('env, gpus', [({'GPUS': '4'}, 4),
+                                       ({'NVIDIA_GPUS': '8'}, 8)])
+def test_workstation_script_command_lines(stubs, env, gpus):
+    """The cluster pipeline under mpiexec on GPUS (default: nvidia-smi's
+    count) GPUs of one machine, the preflight first."""
+    result, calls = stubs(script('workstation.sh'), dict(
+        env, OUT='runs/x', MPIEXEC='mpiexec'))
+    assert result.returncode == 0, result.stderr
+    assert calls[0] == {'prog': 'python', 'argv': [
+        '-m', 'chainer_vogn.preflight', '--gpus', str(gpus),
+        '--launcher', 'mpiexec']}
+    assert 'module' not in [c['prog'] for c in calls]
+    flags = ['--oversubscribe'] + (['--allow-run-as-root']
+                                   if os.getuid() == 0 else [])
+    found = launches(calls)
+    for launch in found:
+        assert launch['options'] == flags + ['-n', str(launch['processes'])]
+    assert len(found) == 4, calls
+    check_train(found[0], 'runs/x', 'vogn', gpus, samples=4)
+    check_train(found[1], 'runs/x', 'adam', gpus // 4)
+    check_train(found[2], 'runs/x', 'mcdropout', gpus // 4)
+    check_evaluate(found[3], 'runs/x', processes=gpus)
+
+
 # Refusals: before anything runs, naming the variable
 
 REFUSALS = [
@@ -506,6 +536,9 @@ REFUSALS = [
     ('slurm_submit.sh', {'ACCOUNT': 'a', 'OUT': 'o', 'WALLTIME': '24h'},
      'walltime 24h'),
     ('local.sh', {'NP': '2', 'SAMPLES': '3'}, 'SAMPLES'),
+    ('workstation.sh', {'GPUS': '4'}, 'OUT'),
+    ('workstation.sh', {'OUT': 'runs/x', 'NVIDIA_GPUS': '0'}, 'GPUS'),
+    ('workstation.sh', {'OUT': 'runs/x', 'GPUS': '2'}, 'SAMPLES'),
 ]
 
 
@@ -654,6 +687,38 @@ def test_local_script_resumes_after_a_kill(demo, tmp_path):
     with open(os.path.join(out, 'vogn', 'log')) as f:
         assert [entry['epoch'] for entry in json.load(f)] == [1, 2]
     assert os.path.exists(os.path.join(out, 'report', 'roc_ood.png'))
+
+
+# jobscripts/workstation.sh end to end on the CPU
+
+def test_workstation_script_end_to_end_on_the_cpu(tmp_path):
+    """configs/-style files for the digits, 2 processes on the CPU: the
+    preflight (CPU mode) first, then the runs and the report."""
+    for optimizer in RUN_FOLDERS:
+        (tmp_path / 'digits_mlp_{}.yaml'.format(optimizer)).write_text(
+            'optimizer: {}\narch: mlp\ndataset: digits\nclasses: 0-4\n'
+            'epochs: 1\n'.format(optimizer))
+    out = str(tmp_path / 'out')
+    result = subprocess.run(
+        ['bash', script('workstation.sh')], capture_output=True, text=True,
+        timeout=600, env=dict(
+            os.environ, OUT=out, GPUS='2', SAMPLES='2', DEVICE='-1',
+            CONFIG_DIR=str(tmp_path), DATASET='digits', ARCH='mlp',
+            OOD='holdout:5-9', MC_SAMPLES='2', PYTHON=sys.executable,
+            MPIEXEC=mpiexec_binary()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[0] == \
+        'preflight: {} on PATH, CPU run (no GPU checks)'.format(
+            mpiexec_binary())
+    for name in ('roc_ood.png', 'report.md'):
+        assert os.path.getsize(os.path.join(out, 'report', name)) > 0, name
+    layouts = {}
+    for run in RUN_FOLDERS:
+        with open(os.path.join(out, run, 'config.json')) as f:
+            config = json.load(f)
+        assert config['finished'] and config['dataset'] == 'digits'
+        layouts[run] = (config['processes'], config['sample_groups'])
+    assert layouts == {'vogn': (2, 2), 'adam': (1, 1), 'mcdropout': (1, 1)}
 
 
 # environment.yml
