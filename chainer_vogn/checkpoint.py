@@ -127,7 +127,7 @@ def _refuse_mixing(folder, diffs):
         'Resume with the recorded ones (config.json) or choose another --out; '
         'only {} may change on resume'.format(
             folder, '; '.join(diffs), ', '.join(
-                '--' + k.replace('_', '-') for k in MAY_CHANGE_ON_RESUME
+                run_options.flag(k) for k in MAY_CHANGE_ON_RESUME
                 if k not in ('resume', 'out'))))
 
 

@@ -501,6 +501,15 @@ def build_parser():
     return p
 
 
+def flag(name):
+    """The option that sets ``name`` as the user types it: --no-progress
+    for ``progress``, not --progress."""
+    for action in build_parser()._actions:
+        if action.dest == name and action.option_strings:
+            return action.option_strings[0]
+    raise KeyError(name)
+
+
 def _hyperparameter_option(name, declared):
     """(flag, help, argparse keywords) of the option of hyperparameter
     ``name`` that the optimizers ``declared`` [(optimizer,

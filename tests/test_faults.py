@@ -267,6 +267,11 @@ def test_edited_options_are_all_named_and_change_nothing(
     assert "--classes None -> '0-4'" in message
     assert '--lr None -> 0.5' in message  # None: VOGN's derived lr
     assert '--epochs' not in message.split('only')[0]
+    # The options that may change, as the user types them.
+    may_change = message.split('only ')[1].split(' may change')[0].split(', ')
+    assert '--no-progress' in may_change
+    assert set(may_change) <= set(run_options.build_parser()
+                                  ._option_string_actions)
     assert _contents(folder) == before
 
 
