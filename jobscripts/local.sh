@@ -95,8 +95,8 @@ fi
 
 echo
 echo "Everything is in $(cd "$OUT" && pwd):"
-echo "  vogn/ adam/ mcdropout/  the runs (model.npz, config.json, log, loss.png)"
-echo "  report/                 report.md, gallery.png, roc_ood.png, reliability.png, report.json"
+echo "  vogn/ adam/ mcdropout/  the runs: config.json model.npz log loss.png accuracy.png"
+echo "  report/                 $(cd "$OUT/report" && echo *)"
 if [[ -n $NOISE ]]; then
   echo "  noisy/                  the same with $NOISE of the training labels wrong: noisy/report/report.md"
 fi

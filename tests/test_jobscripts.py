@@ -25,6 +25,7 @@ from packaging.requirements import Requirement
 
 from chainer_vogn import commands
 from chainer_vogn import run_options
+from chainer_vogn.report import REPORT_FILES
 
 from conftest import assert_same_posterior
 from conftest import wait_for_files
@@ -605,6 +606,15 @@ def test_local_script_end_to_end(demo):
     assert 'Everything is in {}:'.format(out) in result.stdout
     assert '\x1b' not in result.stdout + result.stderr  # no escape codes
     report = os.path.join(out, 'report')
+    # The closing message names what is there.
+    lines = result.stdout.splitlines()
+    runs_line = next(line for line in lines if 'the runs: ' in line)
+    for name in runs_line.split('the runs: ')[1].split():
+        for run in RUN_FOLDERS:
+            assert os.path.exists(os.path.join(out, run, name)), name
+    report_line = next(line for line in lines
+                       if line.startswith('  report/ '))
+    assert sorted(report_line.split()[1:]) == sorted(REPORT_FILES)
     for name in ('report.json', 'report.csv', 'report.md', 'predictions.npz',
                  'roc_ood.png', 'reliability.png', 'entropy_hist.png',
                  'gallery.png'):
