@@ -57,12 +57,6 @@ def format_value(x, spec, scale=1.0):
     return format(float(x) * scale, spec)
 
 
-def _area(fpr, tpr):
-    """Trapezoidal area under a ROC curve (exact for a full curve)."""
-    fpr, tpr = np.asarray(fpr, float), np.asarray(tpr, float)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
-
-
 def _check_runs(runs):
     if not runs:
         raise ValueError('runs must be a non-empty list of dicts')
@@ -96,10 +90,11 @@ def _save(fig, path):
 
 
 def _roc_figure(curves, title):
+    """``curves``: [(legend label, (fpr, tpr))]."""
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot(1, 1, 1)
-    for name, (fpr, tpr) in curves:
-        ax.plot(fpr, tpr, label='%s (AUROC %.3f)' % (name, _area(fpr, tpr)))
+    for label, (fpr, tpr) in curves:
+        ax.plot(fpr, tpr, label=label)
     ax.plot([0, 1], [0, 1], color='grey', linestyle='--', label='chance')
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
@@ -240,20 +235,29 @@ def _with_count(value, count):
     return text if text == '-' else '%s (n=%d)' % (text, count)
 
 
+def _auroc_text(run, curve):
+    """The AUROC of ``curve`` ('roc_ood' or 'roc_misclassification') with
+    its count of positives, as the table and the ROC legends both write it."""
+    m = run['metrics']
+    if curve == 'roc_ood':
+        return _with_count(m.get('ood_auroc'), m.get('n_ood', 0))
+    wrong = int(np.sum(np.argmax(run['probs'], axis=1) !=
+                       np.asarray(run['labels'])))
+    return _with_count(m.get('misclassification_auroc'), wrong)
+
+
 def _markdown(runs, conventions, meta):
     head = ('| Run | Optimizer | Data | Accuracy (%) ↑ | NLL ↓ | ECE ↓ '
             '| AUROC (OOD) ↑ | AUROC (misclassification) ↑ | Brier ↓ |')
     lines = [head, '|' + '---|' * 9]
     for run in runs:
         m = run['metrics']
-        wrong = int(np.sum(np.argmax(run['probs'], axis=1) !=
-                           np.asarray(run['labels'])))
         cells = [run['name'], run['optimizer'], run.get('data') or '-',
                  format_value(m.get('accuracy'), '.2f', 100.0),
                  format_value(m.get('nll'), '.3f'),
                  format_value(m.get('ece'), '.3f'),
-                 _with_count(m.get('ood_auroc'), m.get('n_ood', 0)),
-                 _with_count(m.get('misclassification_auroc'), wrong),
+                 _auroc_text(run, 'roc_ood'),
+                 _auroc_text(run, 'roc_misclassification'),
                  format_value(m.get('brier'), '.3f')]
         cells = [str(c).replace('|', '\\|') for c in cells]
         lines.append('| ' + ' | '.join(cells) + ' |')
@@ -302,8 +306,8 @@ def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
     conv.update(conventions or {})
     meta = dict(meta or {})
     os.makedirs(out_dir, exist_ok=True)
-    curves = {key: [(run['name'], run[key]) for run in runs
-                    if run.get(key) is not None]
+    curves = {key: [('%s: AUROC %s' % (run['name'], _auroc_text(run, key)),
+                     run[key]) for run in runs if run.get(key) is not None]
               for key in ('roc_ood', 'roc_misclassification')}
     names = ['report.json', 'report.csv', 'report.md'] + \
         [key + '.png' for key in sorted(curves) if curves[key]] + \

@@ -229,6 +229,33 @@ def test_markdown_says_which_way_is_better_and_counts_positives(runs,
                                                 len(run['ood_probs']))
 
 
+def test_roc_legends_say_what_the_table_says(runs, tmp_path, monkeypatch):
+    """Each curve's label: the run, its AUROC and n as in report.md."""
+    legends = {}
+    save = report._save
+
+    def recording_save(fig, path):
+        legend = fig.axes[0].get_legend()
+        if legend is not None:
+            legends[os.path.basename(path)] = [
+                t.get_text() for t in legend.get_texts()]
+        return save(fig, path)
+    monkeypatch.setattr(report, '_save', recording_save)
+    report.write_report(runs, str(tmp_path))
+    table = [[c.strip() for c in line.strip('| ').split(' | ')]
+             for line in (tmp_path / 'report.md').read_text().splitlines()
+             if line.startswith('| ')]
+    head, rows = table[0], {row[0]: row for row in table[1:]}
+    for figure, column in (('roc_ood.png', 'AUROC (OOD) ↑'),
+                           ('roc_misclassification.png',
+                            'AUROC (misclassification) ↑')):
+        at = head.index(column)
+        expected = ['{}: AUROC {}'.format(name, row[at])
+                    for name, row in rows.items() if row[at] != '-']
+        assert legends[figure] == expected + ['chance']
+        assert all('(n=' in label for label in expected)
+
+
 def test_gallery_shows_the_most_and_least_certain_images(runs, tmp_path):
     rng = np.random.RandomState(3)
     with_ood = runs[:2]
