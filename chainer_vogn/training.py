@@ -257,7 +257,8 @@ def _train(args, comm, layout, plan):
                                        plan.identity(args, comm)),
                    trigger=(args.snapshot_interval, 'epoch'))
     if comm.rank == 0:
-        _add_reports(trainer, args, predictive, held_out_name)
+        _add_reports(trainer, args, predictive, held_out_name,
+                     learns_posterior)
 
     os.makedirs(args.out, exist_ok=True)
     record = config_record(args, comm, optimizer, info)
@@ -296,14 +297,17 @@ def _train(args, comm, layout, plan):
     return trainer
 
 
-def _series_names(held_out_name):
+def _series_names(held_out_name, learns_posterior):
     """Readable names of the logged series in loss.png and accuracy.png;
-    ``held_out_name`` is the set the validation/* series are on."""
+    ``held_out_name`` is the set the validation/* series are on, scored
+    with the posterior's mean weights or, for a point estimate (Adam, SGD,
+    MC dropout), with the weights themselves."""
+    weights = '(mean weights)' if learns_posterior else '(the weights)'
     return {'main/loss': 'training loss',
-            'validation/main/loss': held_out_name + ' loss (mean weights)',
+            'validation/main/loss': held_out_name + ' loss ' + weights,
             'main/accuracy': 'training accuracy',
             'validation/main/accuracy':
-                held_out_name + ' accuracy (mean weights)',
+                held_out_name + ' accuracy ' + weights,
             validation.NLL: held_out_name + ' NLL (predictive)',
             validation.ACCURACY: held_out_name + ' accuracy (predictive)'}
 
@@ -352,9 +356,18 @@ class LogReport(extensions.LogReport):
             files.write_json(self.path, self.log)
 
 
-def _label_plot(ylabel, log_scale, series_names):
-    """PlotReport postprocess: axis labels, series names, scale."""
+def _plot_title(args):
+    """Which run a plot is of, since loss.png files look alike: 'vogn:
+    vogn (mlp) on digits classes 0-4'."""
+    return '{}: {} ({}) on {}'.format(
+        os.path.basename(os.path.normpath(args.out)), args.optimizer,
+        args.arch, run_setup.describe_data(args))
+
+
+def _label_plot(ylabel, log_scale, series_names, title):
+    """PlotReport postprocess: title, axis labels, series names, scale."""
     def postprocess(figure, axes, summary):
+        axes.set_title(title, fontsize='medium')
         axes.set_xlabel('epoch')
         axes.set_ylabel(ylabel)
         if log_scale:
@@ -365,11 +378,14 @@ def _label_plot(ylabel, log_scale, series_names):
     return postprocess
 
 
-def _add_reports(trainer, args, predictive, held_out_name):
+def _add_reports(trainer, args, predictive, held_out_name,
+                 learns_posterior):
     """Log, console table, progress bar and plots; ``predictive``: the run
     reports PredictiveValidation's numbers too; ``held_out_name``: the set
-    they are on ('test' or 'validation')."""
-    series_names = _series_names(held_out_name)
+    they are on ('test' or 'validation'); ``learns_posterior``: the run
+    learns a posterior, scored with its mean weights."""
+    series_names = _series_names(held_out_name, learns_posterior)
+    title = _plot_title(args)
     console = PlainConsole(sys.stdout)
     trainer.extend(LogReport(args.out))
     accuracy_keys, nll_keys = [], []
@@ -386,9 +402,10 @@ def _add_reports(trainer, args, predictive, held_out_name):
             ['main/loss', 'validation/main/loss'] + nll_keys, 'epoch',
             file_name='loss.png',
             postprocess=_label_plot('loss (nats, log scale)', True,
-                                    series_names)))
+                                    series_names, title)))
         trainer.extend(extensions.PlotReport(
             ['main/accuracy', 'validation/main/accuracy'] + accuracy_keys,
             'epoch',
             file_name='accuracy.png',
-            postprocess=_label_plot('accuracy', False, series_names)))
+            postprocess=_label_plot('accuracy', False, series_names,
+                                    title)))

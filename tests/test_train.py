@@ -369,7 +369,9 @@ def test_plain_console_strips_escape_codes_unless_terminal(monkeypatch):
     assert launched.stream.getvalue() == '1    23    0.5\n'
 
 
-def test_loss_plot_is_labelled_on_a_log_axis():
+@pytest.mark.parametrize('learns_posterior, weights', [
+    (True, 'mean weights'), (False, 'the weights')])
+def test_loss_plot_is_labelled_on_a_log_axis(learns_posterior, weights):
     from matplotlib.figure import Figure
     figure = Figure()
     axes = figure.add_subplot(1, 1, 1)
@@ -377,14 +379,24 @@ def test_loss_plot_is_labelled_on_a_log_axis():
     axes.plot([1, 2], [10.0, 0.4], label='validation/main/loss')
     axes.plot([1, 2], [9.0, 0.3], label='validation/predictive/nll')
     training._label_plot('loss (nats, log scale)', True,
-                         training._series_names('validation'))(
-                             figure, axes, None)
+                         training._series_names('validation',
+                                                learns_posterior),
+                         'the title')(figure, axes, None)
+    assert axes.get_title() == 'the title'
     assert axes.get_yscale() == 'log'
     assert axes.get_xlabel() == 'epoch'
     assert axes.get_ylabel() == 'loss (nats, log scale)'
     assert [line.get_label() for line in axes.get_lines()] == [
-        'training loss', 'validation loss (mean weights)',
+        'training loss', 'validation loss ({})'.format(weights),
         'validation NLL (predictive)']
+
+
+def test_plot_title_names_the_folder_optimizer_and_data():
+    args = run_options.parse_args([
+        '--optimizer', 'adam', '--dataset', 'digits', '--classes', '0-4',
+        '--label-noise', '0.3', '--out', 'runs/noisy/adam/'])
+    assert training._plot_title(args) == \
+        'adam: adam (mlp) on digits classes 0-4, 30 % label noise'
 
 
 def test_logged_validation_is_the_mean_over_test_examples(runs):
