@@ -102,15 +102,22 @@ def test_commands_run_as_written(tmp_path):
         result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
 
-    # The quickstart: the unseen 8 is less certain than the known 3.
-    entropy = {}
-    for what in ('a 3 (trained on 0-4)', 'an 8 (never seen)'):
-        match = re.search(re.escape(what) + r': class (\d) at \d+%, entropy '
-                          r'([0-9.]+) nats', out)
+    # The quickstart: the surest image is a known digit, rightly classified,
+    # and the unseen digits are less certain on average.
+    lines = {}
+    for what in ('surest', 'least sure'):
+        match = re.search('^' + what + r': a (\d) \((trained on|never seen)\) '
+                          r'-> class (\d) at \d+%, entropy ([0-9.]+) nats$',
+                          out, re.M)
         assert match, out
-        entropy[what] = float(match.group(2))
-    assert re.search(r'a 3 \(trained on 0-4\): class 3 ', out), out
-    assert entropy['an 8 (never seen)'] > entropy['a 3 (trained on 0-4)']
+        lines[what] = match.groups()
+    digit, seen, predicted, _ = lines['surest']
+    assert seen == 'trained on' and predicted == digit, lines
+    assert float(lines['least sure'][3]) > float(lines['surest'][3])
+    match = re.search(r'^mean entropy: ([0-9.]+) nats on 0-4, ([0-9.]+) on '
+                      r'5-9 \(never seen\)$', out, re.M)
+    assert match, out
+    assert float(match.group(2)) > float(match.group(1))
     # The command line prediction, on the file the README writes.
     assert re.search(r'^eight\.npy: \d \d+\.\d%, .*; entropy [0-9.]+ nats, '
                      r'mutual information [0-9.]+ nats$', out, re.M), out
