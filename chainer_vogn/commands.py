@@ -8,6 +8,8 @@ and exit status 2) and one exit policy
 and exit status 1).
 """
 import argparse
+import os
+import sys
 
 import numpy
 
@@ -22,14 +24,22 @@ from chainer_vogn import run_options
 from chainer_vogn.run_options import at_least
 
 
+def program(argv, script):
+    """The command's name in its usage and error lines: the one the user
+    ran (train.py, or chainer-vogn-train when installed) when ``argv`` is
+    None (sys.argv), else ``script``."""
+    return os.path.basename(sys.argv[0]) if argv is None else script
+
+
 def train_main(argv=None):
     """train.py: train with an optimizer of the registry, on one process or
     many (``mpiexec -n P``); see :func:`chainer_vogn.training.run`."""
-    args = run_options.parse_args(argv)
-    mpi.require_mpi('train.py')
+    prog = program(argv, 'train.py')
+    args = run_options.parse_args(argv, prog)
+    mpi.require_mpi(prog)
     # Imported here: evaluate.py and predict.py never load the Trainer.
     from chainer_vogn import training
-    with errors.exit_cleanly('train.py'):
+    with errors.exit_cleanly(prog):
         training.run(args)
 
 
@@ -41,10 +51,10 @@ def _ood(text):
     return text
 
 
-def evaluate_parser():
-    """evaluate.py's parser."""
+def evaluate_parser(prog='evaluate.py'):
+    """evaluate.py's parser, named ``prog``."""
     p = run_options.ArgumentParser(
-        prog='evaluate.py',
+        prog=prog,
         description='Evaluate train.py runs: VOGN and IVON with T weight '
                     'samples, MC dropout with T dropout passes, Adam/SGD '
                     'with one pass. '
@@ -85,9 +95,10 @@ def evaluate_main(argv=None):
     """evaluate.py: evaluate runs together (under mpiexec the Monte Carlo
     samples are split over the processes); see
     :func:`chainer_vogn.evaluation.evaluate`."""
-    args = evaluate_parser().parse_args(argv)
-    mpi.require_mpi('evaluate.py')
-    with errors.exit_cleanly('evaluate.py'):
+    prog = program(argv, 'evaluate.py')
+    args = evaluate_parser(prog).parse_args(argv)
+    mpi.require_mpi(prog)
+    with errors.exit_cleanly(prog):
         evaluation.evaluate(args)
 
 
@@ -127,10 +138,10 @@ def describe(found, classes, row, top):
         found.entropy[row], found.mutual_information[row])
 
 
-def predict_parser():
-    """predict.py's parser."""
+def predict_parser(prog='predict.py'):
+    """predict.py's parser, named ``prog``."""
     p = run_options.ArgumentParser(
-        prog='predict.py',
+        prog=prog,
         description='Predictive probabilities and uncertainty of a train.py '
                     'run on images (PNG/JPEG files or .npy arrays on the '
                     '[0, 1] scale).')
@@ -157,8 +168,9 @@ def predict_main(argv=None):
     their probabilities and the uncertainty (the predictive entropy and the
     mutual information, the part due to the weights).  It needs no MPI.
     The library function behind it is :func:`chainer_vogn.predict`."""
-    args = predict_parser().parse_args(argv)
-    with errors.exit_cleanly('predict.py'):
+    prog = program(argv, 'predict.py')
+    args = predict_parser(prog).parse_args(argv)
+    with errors.exit_cleanly(prog):
         run = run_folder.Run(args.run, args.run)
         batches = [(path, read_images(path, run.info))
                    for path in args.images]

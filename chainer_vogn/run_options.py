@@ -372,8 +372,8 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, '{}: error: {}\n'.format(self.prog, message))
 
 
-def build_parser():
-    """train.py's parser.  It gives the command line's values as strings;
+def build_parser(prog='train.py'):
+    """train.py's parser, named ``prog`` in its usage and errors.  It gives the command line's values as strings;
     :func:`parse_args` converts and checks them with :class:`RunConfig`."""
     default = {field.name: field.default if field.default is not
                dataclasses.MISSING else field.default_factory()
@@ -387,7 +387,7 @@ def build_parser():
                                    if spec.sampling == 'weights')
 
     p = ArgumentParser(
-        prog='train.py',
+        prog=prog,
         description='Train a classifier with VOGN, IVON or a baseline on '
                     'one or many processes: mpiexec -n P python train.py --samples S '
                     'splits the P processes into S Monte Carlo sample groups '
@@ -534,11 +534,12 @@ class _Unset(object):
     """Marks an option not given on the command line."""
 
 
-def parse_args(argv=None):
+def parse_args(argv=None, prog='train.py'):
     """train.py's options as a :class:`RunConfig`: the command line over the
     --config file over the defaults.  A bad option ends the process with a
-    one-line error that names it (and the file it came from)."""
-    parser = build_parser()
+    one-line error, after ``prog``, that names it (and the file it came
+    from)."""
+    parser = build_parser(prog)
     unset = argparse.Namespace(**{action.dest: _Unset for action in
                                   parser._actions if action.dest != 'help'})
     given = {name: value for name, value in

@@ -323,3 +323,27 @@ def test_help_describes_every_option_with_its_default(script):
         if action.option_strings:
             assert 'default' in shown, (name, shown)
     assert _run(script, ['--help']).returncode == 0
+
+
+# The name in usage and error lines: the command the user ran
+
+@pytest.mark.parametrize('name', ['train', 'evaluate', 'predict'])
+def test_usage_and_errors_name_the_command_as_run(name):
+    """python train.py says train.py; the installed chainer-vogn-train
+    (pyproject's [project.scripts]) says chainer-vogn-train."""
+    console = os.path.join(os.path.dirname(sys.executable),
+                           'chainer-vogn-' + name)
+    if not os.path.exists(console):
+        pytest.fail('{} not found: install the package (make env, or pip '
+                    'install -e .)'.format(console))
+    for command, prog in [([sys.executable, os.path.join(REPO, name + '.py')],
+                           name + '.py'),
+                          ([console], 'chainer-vogn-' + name)]:
+        usage = subprocess.run(command + ['--help'], capture_output=True,
+                               text=True, timeout=120)
+        assert usage.returncode == 0, usage.stderr
+        assert usage.stdout.startswith('usage: {} '.format(prog)), \
+            usage.stdout
+        error = subprocess.run(command + ['--no-such-option'],
+                               capture_output=True, text=True, timeout=120)
+        assert_one_line(error, 2, prog, 'error: ')
