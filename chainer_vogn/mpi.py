@@ -8,10 +8,15 @@ naming the fix.
 """
 import sys
 
+#: README's install line (Installing), as written there: Chainer's build
+#: fails without the two constraint variables.
+INSTALL_COMMAND = ("PIP_CONSTRAINT=requirements/build.txt "
+                   "PIP_BUILD_CONSTRAINT=requirements/build.txt "
+                   "pip install '.[mpi]'")
 #: What to do when MPI cannot be loaded.
-INSTALL_HINT = ("install MPI with pip install '.[mpi]' in the clone (or "
-                "pip install 'chainer-vogn[mpi] @ git+URL'), or load your "
-                "cluster's MPI module (see README.md, Installing)")
+INSTALL_HINT = ("install MPI with {} in the clone (from a git URL: see "
+                "README.md, Installing), or load your cluster's MPI "
+                "module".format(INSTALL_COMMAND))
 
 
 def require_mpi(program):

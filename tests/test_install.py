@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from chainer_vogn import mpi
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -37,7 +39,7 @@ def test_without_mpi_one_line_names_the_extra(no_mpi_env, tmp_path, script,
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(script + ': error: MPI is not available '
                                '(cannot load MPI library)')
-    assert "pip install '.[mpi]'" in lines[0]
+    assert mpi.INSTALL_COMMAND in lines[0]
     assert not os.path.exists(out)
 
 
@@ -48,6 +50,10 @@ def readme_install_line():
              for line in code.splitlines() if "pip install '.[mpi]'" in line]
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def test_the_hint_is_readme_install_line():
+    assert mpi.INSTALL_COMMAND == readme_install_line()
 
 
 def base_interpreter():
