@@ -219,6 +219,14 @@ def _train(args, comm, layout, plan):
     # same minibatches.
     shard = chainermn.scatter_dataset(train, data_comm, shuffle=True,
                                       seed=args.seed)
+    if args.batchsize > len(shard):
+        # The iterator would fill the minibatch with repeated images, and
+        # one step would pass --epochs.
+        where = 'the training set' if data_comm.size == 1 else \
+            'each process\'s shard of the training set'
+        raise RunError('--batchsize {}: larger than {} ({} images); use at '
+                       'most {}'.format(args.batchsize, where, len(shard),
+                                        len(shard)))
     order_rng = numpy.random.RandomState([args.seed, layout.data_id, 1])
     random_states = {'order': order_rng, 'global': numpy.random}
     if args.augment:

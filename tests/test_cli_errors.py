@@ -114,6 +114,15 @@ def test_study_set_that_cannot_be_drawn(tmp_path, args, fragments):
     assert not os.path.exists(str(tmp_path / 'out'))
 
 
+@pytest.mark.parametrize('optimizer', ['vogn', 'adam'])
+def test_batch_larger_than_the_training_set(tmp_path, optimizer):
+    result = _run(TRAIN, SMALL + ['--optimizer', optimizer, '--batchsize',
+                                  '65536', '--out', str(tmp_path / 'out')])
+    assert_one_line(result, 1, 'train.py', '--batchsize 65536: larger than '
+                    'the training set (1437 images); use at most 1437')
+    assert not os.path.exists(str(tmp_path / 'out'))
+
+
 def test_out_under_a_regular_file(tmp_path):
     afile = tmp_path / 'afile'
     afile.write_text('keep me')
