@@ -7,6 +7,7 @@ import collections
 import dataclasses
 import json
 import math
+import sys
 from typing import List
 from typing import Optional
 
@@ -521,6 +522,25 @@ def _hyperparameter_option(name, declared):
     return flag, first.help, {}
 
 
+#: Options whose value may begin with '-' without being a number (a
+#: mistyped list such as -1-4), which argparse would take for an option.
+_LIST_OPTIONS = ('--classes', '--lr-milestones')
+
+
+def _attach_list_values(argv):
+    """``argv`` with '--classes -1-4' written '--classes=-1-4', so that such
+    a value reaches the option's check, which says what is allowed, instead
+    of argparse's 'expected one argument'."""
+    attached = []
+    for arg in argv:
+        if attached and attached[-1] in _LIST_OPTIONS and \
+                arg.startswith('-') and not arg.startswith('--'):
+            attached[-1] += '=' + arg
+        else:
+            attached.append(arg)
+    return attached
+
+
 class _Unset(object):
     """Marks an option not given on the command line."""
 
@@ -532,6 +552,7 @@ def parse_args(argv=None):
     parser = build_parser()
     unset = argparse.Namespace(**{action.dest: _Unset for action in
                                   parser._actions if action.dest != 'help'})
+    argv = _attach_list_values(sys.argv[1:] if argv is None else argv)
     given = {name: value for name, value in
              vars(parser.parse_args(argv, unset)).items()
              if value is not _Unset}
