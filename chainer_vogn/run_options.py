@@ -564,9 +564,9 @@ def parse_args(argv=None):
         known = {field.name for field in dataclasses.fields(RunConfig)} - \
             {'config'}
         unknown = sorted(set(from_file) - known)
-        if unknown:
-            raise ConfigError(unknown[0], 'unknown options {}; valid ones '
-                              'are {}'.format(unknown, sorted(known)))
+        if unknown:  # keys of the file, 'config' included: name the file
+            parser.error('--config {}: unknown options {}; valid ones are '
+                         '{}'.format(path, unknown, sorted(known)))
         return RunConfig(**dict(from_file, **given))
     except ConfigError as e:
         if e.option in from_file and e.option not in given:

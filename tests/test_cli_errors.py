@@ -82,6 +82,7 @@ def test_bad_option_on_the_command_line(tmp_path, args, message):
     ('c.json', '{"epochs": 2,}', 'not valid JSON'),
     ('c.yaml', '- epochs\n', 'expected a mapping'),
     ('c.yaml', 'learning_rate: 1\n', "unknown options ['learning_rate']"),
+    ('c.yaml', 'config: other.yaml\n', "unknown options ['config']"),
 ])
 def test_bad_config_file_is_named(tmp_path, name, text, message):
     config = tmp_path / name
