@@ -200,7 +200,8 @@ def _train(args, comm, layout, plan):
     device = run_setup.select_device(args.device, comm.mpi_comm)
     spec = registry.OPTIMIZERS[args.optimizer]
 
-    train, test, info = run_setup.load_data(args)
+    train, test, info = run_setup.load_data(args,
+                                              download_hint='--allow-download')
     train, held_out = run_setup.split_validation(train, args)
     held_out_name = 'test' if held_out is None else 'validation'
     if held_out is None:

@@ -124,6 +124,16 @@ def test_batch_larger_than_the_training_set(tmp_path, optimizer):
     assert not os.path.exists(str(tmp_path / 'out'))
 
 
+def test_missing_mnist_names_the_option_that_downloads_it(tmp_path):
+    empty = str(tmp_path / 'empty')
+    result = _run(TRAIN, ['--dataset', 'mnist', '--data-dir', empty,
+                          '--out', str(tmp_path / 'out')],
+                  env=dict(os.environ, CHAINER_DATASET_ROOT=empty))
+    line = assert_one_line(result, 1, 'train.py', 'no mnist data found',
+                           '--data-dir', '(--allow-download)')
+    assert 'allow_download' not in line
+
+
 def test_out_under_a_regular_file(tmp_path):
     afile = tmp_path / 'afile'
     afile.write_text('keep me')

@@ -284,8 +284,8 @@ def test_non_finite_loss_stops_with_last_good_snapshot(
         tmp_path, monkeypatch, opt, message):
     load = run_setup.load_data
 
-    def poisoned(args):
-        train, test, info = load(args)
+    def poisoned(args, **kwargs):
+        train, test, info = load(args, **kwargs)
         return _PoisonedInSecondEpoch(train), test, info
 
     monkeypatch.setattr(run_setup, 'load_data', poisoned)
