@@ -151,7 +151,8 @@ class _GeneralOptions(object):
     device: int = _option(-1, _integer, check=lambda v: v >= -1,
                           rule='-1 (the CPU) or a GPU number >= 0')
     communicator: str = _option('naive', _text, choices=COMMUNICATORS)
-    out: str = _option('result', _text)
+    out: str = _option('result', _text, check=bool,
+                       rule='a folder path, not empty')
     resume: bool = _option(False, _flag)
     snapshot_interval: int = _option(1, **_positive())
     eval_batchsize: int = _option(256, **_positive())
@@ -348,6 +349,14 @@ def at_least(minimum, what=None):
         return value
     parse.__name__ = 'integer'  # argparse: "invalid integer value: '1.5'"
     return parse
+
+
+def folder(text):
+    """An argparse type: a folder path, which cannot be empty."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "'' is invalid; it must be a folder path, not empty")
+    return text
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -320,6 +320,33 @@ def test_evaluate_out_under_a_regular_file(trained_run, tmp_path):
     assert afile.read_text() == 'keep me'
 
 
+def _out_cases(trained_run):
+    """(script, its arguments but --out) of train.py and evaluate.py."""
+    return {'train.py': (TRAIN, SMALL + ['--epochs', '1']),
+            'evaluate.py': (EVALUATE, [trained_run])}
+
+
+@pytest.mark.parametrize('program', ['train.py', 'evaluate.py'])
+def test_out_naming_a_file(trained_run, tmp_path, program):
+    script, args = _out_cases(trained_run)[program]
+    afile = tmp_path / 'afile'
+    afile.write_text('keep me')
+    result = _run(script, args + ['--out', str(afile)])
+    assert_one_line(result, 1, program, '--out {} is a file, not a '
+                    'folder'.format(afile))
+    assert afile.read_text() == 'keep me'
+
+
+@pytest.mark.parametrize('program, option', [('train.py', "out: ''"),
+                                             ('evaluate.py', "--out: ''")])
+def test_empty_out(trained_run, tmp_path, program, option):
+    script, args = _out_cases(trained_run)[program]
+    result = _run(script, args + ['--out', ''], cwd=str(tmp_path))
+    assert_one_line(result, 2, program, option, 'is invalid; it must be a '
+                    'folder path, not empty')
+    assert os.listdir(str(tmp_path)) == []
+
+
 # --help
 
 def _parser(script):
