@@ -119,7 +119,8 @@ def _newest_snapshot(folder, comm):
     common = set.intersection(*(set(found.get(rank, []))
                                 for rank in range(comm.size)))
     if not common:
-        return 'No snapshot was written before it'
+        return 'No snapshot was written before it, so rerun with a ' \
+            'smaller --lr, in this --out or another'
     return 'The newest good snapshot is {} (epoch {}; another --lr needs ' \
         'another --out)'.format(checkpoint.snapshot_path(
             folder, 'R' if comm.size > 1 else 0, max(common)), max(common))

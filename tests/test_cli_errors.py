@@ -184,8 +184,11 @@ def test_divergence_has_no_training_loop_dump(tmp_path):
                                   '--epochs', '2', '--out', str(tmp_path)])
     assert result.returncode == 1
     # NumPy may warn about the NaN first; then one line and nothing else.
-    assert result.stderr.splitlines()[-1].startswith(
-        'train.py: error: training diverged at iteration ')
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith('train.py: error: training diverged at iteration ')
+    # It diverged in its first epoch, before the first snapshot.
+    assert last.endswith('. No snapshot was written before it, so rerun '
+                         'with a smaller --lr, in this --out or another')
     assert 'Exception in main training loop' not in result.stderr
     assert 'Traceback' not in result.stderr
 
