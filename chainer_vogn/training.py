@@ -293,7 +293,8 @@ def _train(args, comm, layout, plan):
 
     if comm.rank == 0:
         meta = {'arch': args.arch, 'optimizer': args.optimizer,
-                'dataset': args.dataset, 'dropout': args.dropout,
+                'dataset': args.dataset, 'classes': args.classes,
+                'dropout': args.dropout,
                 'n_classes': info['n_classes'],
                 'in_channels': info['in_channels'],
                 'image_size': info['image_size']}
