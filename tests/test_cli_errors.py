@@ -124,6 +124,18 @@ def test_batch_larger_than_the_training_set(tmp_path, optimizer):
     assert not os.path.exists(str(tmp_path / 'out'))
 
 
+def test_batch_larger_than_a_process_shard(tmp_path, mpiexec):
+    result = subprocess.run(
+        mpiexec(2) + [TRAIN] + SMALL + ['--optimizer', 'adam', '--batchsize',
+                                        '1000', '--out', str(tmp_path / 'out')],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert ("train.py: error: --batchsize 1000: larger than each process's "
+            "shard of the training set (719 images); use at most 719") in \
+        result.stderr, result.stderr
+    assert 'Traceback' not in result.stderr
+
+
 def test_missing_mnist_names_the_option_that_downloads_it(tmp_path):
     empty = str(tmp_path / 'empty')
     result = _run(TRAIN, ['--dataset', 'mnist', '--data-dir', empty,
