@@ -33,6 +33,7 @@ from chainer_vogn.errors import RunError
 from chainer_vogn.files import MANIFEST
 from chainer_vogn.files import Manifest
 from chainer_vogn.files import atomic_write
+from chainer_vogn.files import refuse_a_file
 from chainer_vogn.files import temporaries
 from chainer_vogn.files import write_json
 
@@ -413,6 +414,7 @@ def acquire_lock(folder):
     :func:`release_lock`.  RunError, naming the job, when another live job
     holds it; the lock of a job whose process is gone from this host is
     stale and taken over."""
+    refuse_a_file(folder)
     created = not os.path.isdir(folder)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOCK)

@@ -63,7 +63,8 @@ def evaluate_parser(prog='evaluate.py'):
     p.add_argument('runs', nargs='+', metavar='RUN',
                    help='--out folders of train.py runs (config.json and '
                         'model.npz)')
-    p.add_argument('--out', default='report', help='output folder')
+    p.add_argument('--out', type=run_options.folder, default='report',
+                   help='output folder')
     p.add_argument('--ood', type=_ood, default='none',
                    help='out-of-distribution set: none, {} or holdout:A-B '
                         '(the test examples of classes A..B of the run\'s own '

@@ -119,7 +119,10 @@ class SquaredGradientHook(chainer.FunctionHook):
         names = [self._tracked(node) for node in function.inputs]
         if not any(names[1:]):
             return
-        B = len(gy)
+        # A float: NumPy 1's value-based casting makes an int B >= 2**16
+        # times a float32 array float64, and h must keep the parameter's
+        # dtype.
+        B = float(len(gy))
         if isinstance(function, linear.LinearFunction):
             values = _linear(in_data[0], gy, B)
         elif isinstance(function, convolution_2d.Convolution2DFunction):

@@ -267,7 +267,7 @@ def _load_fashion_mnist(data_dir):
     return arrays
 
 
-def _load_mnist(data_dir, allow_download):
+def _load_mnist(data_dir, allow_download, download_hint):
     idx_paths = _idx_candidates([data_dir])
     arrays = _read_idx_set(idx_paths)
     if arrays is not None:
@@ -279,10 +279,12 @@ def _load_mnist(data_dir, allow_download):
                  os.path.join(cache, 'test.npz')]
     if not all(os.path.isfile(p) for p in npz_paths):
         if not allow_download:
-            raise _not_found('mnist', sum(idx_paths, []) + npz_paths, (
-                'download the four files from {} into {}, or pass '
-                '--data-dir, or allow downloading (allow_download=True) into '
-                "Chainer's cache".format(_MNIST_URL, data_dir)))
+            how = 'download the four files from {} into {}, or pass ' \
+                '--data-dir'.format(_MNIST_URL, data_dir)
+            if download_hint:
+                how += ", or let Chainer download them into its cache " \
+                    "({})".format(download_hint)
+            raise _not_found('mnist', sum(idx_paths, []) + npz_paths, how)
         # Chainer downloads into its cache, read below like any cached copy.
         chainer.datasets.get_mnist(ndim=3)
     arrays = []
@@ -399,7 +401,8 @@ def prepare_images(x, info):
     return enlarge(x, info['image_size'], info['mean'], info['std'])
 
 
-def get_dataset(name, data_dir=None, allow_download=False, image_size=None):
+def get_dataset(name, data_dir=None, allow_download=False, image_size=None,
+                download_hint='allow_download=True'):
     """Loads a data set as ``(train, test, info)``.
 
     Args:
@@ -412,6 +415,9 @@ def get_dataset(name, data_dir=None, allow_download=False, image_size=None):
             multiples of the native size are allowed; images are enlarged by
             pixel repetition (e.g. 8x8 digits to 32x32 for the CIFAR-sized
             convolutional networks).
+        download_hint (str): How the caller allows the download, for the
+            message when MNIST is missing (train.py: its --allow-download);
+            None: the caller cannot, and the message leaves it out.
 
     Returns:
         tuple: ``train`` and ``test`` TupleDatasets of ``(x, t)`` and the
@@ -432,7 +438,7 @@ def get_dataset(name, data_dir=None, allow_download=False, image_size=None):
     elif name == 'svhn':
         arrays = _load_svhn(data_dir)
     elif name == 'mnist':
-        arrays = _load_mnist(data_dir, allow_download)
+        arrays = _load_mnist(data_dir, allow_download, download_hint)
     elif name == 'fashion-mnist':
         arrays = _load_fashion_mnist(data_dir)
     else:

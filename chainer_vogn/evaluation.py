@@ -22,6 +22,7 @@ from chainer_vogn import report
 from chainer_vogn import run_setup
 from chainer_vogn.errors import RunError
 from chainer_vogn.files import Manifest
+from chainer_vogn.files import refuse_a_file
 from chainer_vogn.run_folder import Run
 
 #: What the evaluation adds to :data:`chainer_vogn.metrics.CONVENTIONS`.
@@ -68,6 +69,7 @@ def run_names(paths, names=None):
 def check_writable(folder):
     """Check, before any sample is computed, that the report can be written
     into ``folder`` (or that the folder can be made), leaving no trace."""
+    refuse_a_file(folder)
     existing = os.path.abspath(folder)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)

@@ -55,6 +55,14 @@ def _sync_folder(folder):
         os.close(fd)
 
 
+def refuse_a_file(folder):
+    """RunError naming --out when ``folder``, where a run or a report goes,
+    is an existing file (the user's, so it is left alone)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise RunError('--out {} is a file, not a folder; choose another '
+                       '--out'.format(folder))
+
+
 def write_json(path, data):
     """Write ``data`` to ``path`` as indented JSON, atomically."""
     atomic_write(path, lambda f: json.dump(data, f, indent=2, sort_keys=True))

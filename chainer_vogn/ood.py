@@ -89,14 +89,15 @@ def load_ood(spec, args, info, name='run'):
         _, test, full = datasets.get_dataset(
             args.dataset, data_dir=args.data_dir,
             allow_download=args.allow_download,
-            image_size=run_setup.image_size_for(args))
+            image_size=run_setup.image_size_for(args), download_hint=None)
         if max(held) >= full['n_classes']:
             raise RunError('--ood {}: {} has only classes 0-{}'.format(
                 spec, args.dataset, full['n_classes'] - 1))
         held_out = datasets.select_classes(test, held)
         return chainer.dataset.concat_examples(held_out)[0]
     _, test, ood_info = datasets.get_dataset(
-        spec, data_dir=args.data_dir, allow_download=args.allow_download)
+        spec, data_dir=args.data_dir, allow_download=args.allow_download,
+        download_hint=None)
     size, native = info['image_size'], ood_info['image_size']
     if ood_info['in_channels'] != info['in_channels'] or \
             not datasets.can_enlarge(native, size):

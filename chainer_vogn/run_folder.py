@@ -53,6 +53,11 @@ def _read(name, path, read):
         raise RunError('run {}: cannot read {}: {}'.format(name, path, e))
 
 
+def _shown(value):
+    """A recorded option in a message: None (no --classes) as 'all'."""
+    return 'all' if value is None else value
+
+
 class Run(object):
     """A train.py output folder: its options, posterior and sampling method.
 
@@ -81,10 +86,29 @@ class Run(object):
             self.args = run_options.RunConfig.from_record(self.config)
         except ValueError as e:
             raise RunError('run {}: {}/config.json: {}'.format(name, path, e))
+        self._check_records_agree(files)
         if data_dir is not None:
             self.args.data_dir = data_dir
         self.spec = registry.optimizer_spec(self.args.optimizer)
         self.method = self.spec.sampling
+
+    #: What config.json and model.npz both record of a run (model.npz since
+    #: 'classes' was added: an older one lacks it and is not checked on it).
+    RECORDED_IN_BOTH = ('optimizer', 'dataset', 'classes')
+
+    def _check_records_agree(self, files):
+        """RunError naming both files and values when config.json and
+        model.npz are of different runs (one of them copied or edited)."""
+        for key in self.RECORDED_IN_BOTH:
+            if key not in self.posterior.meta:
+                continue
+            recorded, saved = getattr(self.args, key), self.posterior.meta[key]
+            if recorded != saved:
+                raise RunError(
+                    'run {}: {} says {} {} but {} says {}; pass config.json '
+                    'and model.npz of the same run'.format(
+                        self.name, files['config.json'], key,
+                        _shown(recorded), files['model.npz'], _shown(saved)))
 
     @property
     def info(self):

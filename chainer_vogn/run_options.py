@@ -7,6 +7,7 @@ import collections
 import dataclasses
 import json
 import math
+import sys
 from typing import List
 from typing import Optional
 
@@ -150,7 +151,8 @@ class _GeneralOptions(object):
     device: int = _option(-1, _integer, check=lambda v: v >= -1,
                           rule='-1 (the CPU) or a GPU number >= 0')
     communicator: str = _option('naive', _text, choices=COMMUNICATORS)
-    out: str = _option('result', _text)
+    out: str = _option('result', _text, check=bool,
+                       rule='a folder path, not empty')
     resume: bool = _option(False, _flag)
     snapshot_interval: int = _option(1, **_positive())
     eval_batchsize: int = _option(256, **_positive())
@@ -349,6 +351,14 @@ def at_least(minimum, what=None):
     return parse
 
 
+def folder(text):
+    """An argparse type: a folder path, which cannot be empty."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "'' is invalid; it must be a folder path, not empty")
+    return text
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, unless it has none (None, an empty list)
     or is a --no-... switch, whose help says what it turns off."""
@@ -530,6 +540,25 @@ def _hyperparameter_option(name, declared):
     return flag, first.help, {}
 
 
+#: Options whose value may begin with '-' without being a number (a
+#: mistyped list such as -1-4), which argparse would take for an option.
+_LIST_OPTIONS = ('--classes', '--lr-milestones')
+
+
+def _attach_list_values(argv):
+    """``argv`` with '--classes -1-4' written '--classes=-1-4', so that such
+    a value reaches the option's check, which says what is allowed, instead
+    of argparse's 'expected one argument'."""
+    attached = []
+    for arg in argv:
+        if attached and attached[-1] in _LIST_OPTIONS and \
+                arg.startswith('-') and not arg.startswith('--'):
+            attached[-1] += '=' + arg
+        else:
+            attached.append(arg)
+    return attached
+
+
 class _Unset(object):
     """Marks an option not given on the command line."""
 
@@ -542,6 +571,7 @@ def parse_args(argv=None, prog='train.py'):
     parser = build_parser(prog)
     unset = argparse.Namespace(**{action.dest: _Unset for action in
                                   parser._actions if action.dest != 'help'})
+    argv = _attach_list_values(sys.argv[1:] if argv is None else argv)
     given = {name: value for name, value in
              vars(parser.parse_args(argv, unset)).items()
              if value is not _Unset}
@@ -553,9 +583,9 @@ def parse_args(argv=None, prog='train.py'):
         known = {field.name for field in dataclasses.fields(RunConfig)} - \
             {'config'}
         unknown = sorted(set(from_file) - known)
-        if unknown:
-            raise ConfigError(unknown[0], 'unknown options {}; valid ones '
-                              'are {}'.format(unknown, sorted(known)))
+        if unknown:  # keys of the file, 'config' included: name the file
+            parser.error('--config {}: unknown options {}; valid ones are '
+                         '{}'.format(path, unknown, sorted(known)))
         return RunConfig(**dict(from_file, **given))
     except ConfigError as e:
         if e.option in from_file and e.option not in given:

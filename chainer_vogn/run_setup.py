@@ -30,15 +30,18 @@ def image_size_for(args):
     return None
 
 
-def load_data(args):
+def load_data(args, download_hint=None):
     """(train, test, info) as the run with options ``args`` sees them.
 
     evaluate.py calls this with a run's recorded options, so its test set
-    goes through exactly the same classes, size and standardisation.
+    goes through exactly the same classes, size and standardisation; it has
+    no option to allow the download, so it gives no ``download_hint`` (see
+    :func:`~chainer_vogn.datasets.get_dataset`).
     """
     train, test, info = datasets.get_dataset(
         args.dataset, data_dir=args.data_dir,
-        allow_download=args.allow_download, image_size=image_size_for(args))
+        allow_download=args.allow_download, image_size=image_size_for(args),
+        download_hint=download_hint)
     if args.classes:
         classes = datasets.parse_class_range(args.classes)
         if max(classes) >= info['n_classes']:

@@ -119,7 +119,8 @@ def _newest_snapshot(folder, comm):
     common = set.intersection(*(set(found.get(rank, []))
                                 for rank in range(comm.size)))
     if not common:
-        return 'No snapshot was written before it'
+        return 'No snapshot was written before it, so rerun with a ' \
+            'smaller --lr, in this --out or another'
     return 'The newest good snapshot is {} (epoch {}; another --lr needs ' \
         'another --out)'.format(checkpoint.snapshot_path(
             folder, 'R' if comm.size > 1 else 0, max(common)), max(common))
@@ -200,7 +201,8 @@ def _train(args, comm, layout, plan):
     device = run_setup.select_device(args.device, comm.mpi_comm)
     spec = registry.OPTIMIZERS[args.optimizer]
 
-    train, test, info = run_setup.load_data(args)
+    train, test, info = run_setup.load_data(args,
+                                              download_hint='--allow-download')
     train, held_out = run_setup.split_validation(train, args)
     held_out_name = 'test' if held_out is None else 'validation'
     if held_out is None:
@@ -219,6 +221,14 @@ def _train(args, comm, layout, plan):
     # same minibatches.
     shard = chainermn.scatter_dataset(train, data_comm, shuffle=True,
                                       seed=args.seed)
+    if args.batchsize > len(shard):
+        # The iterator would fill the minibatch with repeated images, and
+        # one step would pass --epochs.
+        where = 'the training set' if data_comm.size == 1 else \
+            'each process\'s shard of the training set'
+        raise RunError('--batchsize {}: larger than {} ({} images); use at '
+                       'most {}'.format(args.batchsize, where, len(shard),
+                                        len(shard)))
     order_rng = numpy.random.RandomState([args.seed, layout.data_id, 1])
     random_states = {'order': order_rng, 'global': numpy.random}
     if args.augment:
@@ -284,7 +294,8 @@ def _train(args, comm, layout, plan):
 
     if comm.rank == 0:
         meta = {'arch': args.arch, 'optimizer': args.optimizer,
-                'dataset': args.dataset, 'dropout': args.dropout,
+                'dataset': args.dataset, 'classes': args.classes,
+                'dropout': args.dropout,
                 'n_classes': info['n_classes'],
                 'in_channels': info['in_channels'],
                 'image_size': info['image_size']}

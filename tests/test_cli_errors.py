@@ -82,6 +82,7 @@ def test_bad_option_on_the_command_line(tmp_path, args, message):
     ('c.json', '{"epochs": 2,}', 'not valid JSON'),
     ('c.yaml', '- epochs\n', 'expected a mapping'),
     ('c.yaml', 'learning_rate: 1\n', "unknown options ['learning_rate']"),
+    ('c.yaml', 'config: other.yaml\n', "unknown options ['config']"),
 ])
 def test_bad_config_file_is_named(tmp_path, name, text, message):
     config = tmp_path / name
@@ -112,6 +113,37 @@ def test_study_set_that_cannot_be_drawn(tmp_path, args, fragments):
     result = _run(TRAIN, SMALL + args + ['--out', str(tmp_path / 'out')])
     assert_one_line(result, 1, 'train.py', *fragments)
     assert not os.path.exists(str(tmp_path / 'out'))
+
+
+@pytest.mark.parametrize('optimizer', ['vogn', 'adam'])
+def test_batch_larger_than_the_training_set(tmp_path, optimizer):
+    result = _run(TRAIN, SMALL + ['--optimizer', optimizer, '--batchsize',
+                                  '65536', '--out', str(tmp_path / 'out')])
+    assert_one_line(result, 1, 'train.py', '--batchsize 65536: larger than '
+                    'the training set (1437 images); use at most 1437')
+    assert not os.path.exists(str(tmp_path / 'out'))
+
+
+def test_batch_larger_than_a_process_shard(tmp_path, mpiexec):
+    result = subprocess.run(
+        mpiexec(2) + [TRAIN] + SMALL + ['--optimizer', 'adam', '--batchsize',
+                                        '1000', '--out', str(tmp_path / 'out')],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert ("train.py: error: --batchsize 1000: larger than each process's "
+            "shard of the training set (719 images); use at most 719") in \
+        result.stderr, result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+def test_missing_mnist_names_the_option_that_downloads_it(tmp_path):
+    empty = str(tmp_path / 'empty')
+    result = _run(TRAIN, ['--dataset', 'mnist', '--data-dir', empty,
+                          '--out', str(tmp_path / 'out')],
+                  env=dict(os.environ, CHAINER_DATASET_ROOT=empty))
+    line = assert_one_line(result, 1, 'train.py', 'no mnist data found',
+                           '--data-dir', '(--allow-download)')
+    assert 'allow_download' not in line
 
 
 def test_out_under_a_regular_file(tmp_path):
@@ -164,8 +196,11 @@ def test_divergence_has_no_training_loop_dump(tmp_path):
                                   '--epochs', '2', '--out', str(tmp_path)])
     assert result.returncode == 1
     # NumPy may warn about the NaN first; then one line and nothing else.
-    assert result.stderr.splitlines()[-1].startswith(
-        'train.py: error: training diverged at iteration ')
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith('train.py: error: training diverged at iteration ')
+    # It diverged in its first epoch, before the first snapshot.
+    assert last.endswith('. No snapshot was written before it, so rerun '
+                         'with a smaller --lr, in this --out or another')
     assert 'Exception in main training loop' not in result.stderr
     assert 'Traceback' not in result.stderr
 
@@ -298,6 +333,33 @@ def test_evaluate_out_under_a_regular_file(trained_run, tmp_path):
     assert_one_line(result, 1, 'evaluate.py', str(afile / 'report'),
                     'Not a directory')
     assert afile.read_text() == 'keep me'
+
+
+def _out_cases(trained_run):
+    """(script, its arguments but --out) of train.py and evaluate.py."""
+    return {'train.py': (TRAIN, SMALL + ['--epochs', '1']),
+            'evaluate.py': (EVALUATE, [trained_run])}
+
+
+@pytest.mark.parametrize('program', ['train.py', 'evaluate.py'])
+def test_out_naming_a_file(trained_run, tmp_path, program):
+    script, args = _out_cases(trained_run)[program]
+    afile = tmp_path / 'afile'
+    afile.write_text('keep me')
+    result = _run(script, args + ['--out', str(afile)])
+    assert_one_line(result, 1, program, '--out {} is a file, not a '
+                    'folder'.format(afile))
+    assert afile.read_text() == 'keep me'
+
+
+@pytest.mark.parametrize('program, option', [('train.py', "out: ''"),
+                                             ('evaluate.py', "--out: ''")])
+def test_empty_out(trained_run, tmp_path, program, option):
+    script, args = _out_cases(trained_run)[program]
+    result = _run(script, args + ['--out', ''], cwd=str(tmp_path))
+    assert_one_line(result, 2, program, option, 'is invalid; it must be a '
+                    'folder path, not empty')
+    assert os.listdir(str(tmp_path)) == []
 
 
 # --help

@@ -124,6 +124,19 @@ def test_batch_normalization_batch_statistics_held_constant():
                                       err_msg=name)
 
 
+def test_squared_gradients_keep_the_parameter_dtype_at_large_batches():
+    """A batch of 2**16 or more kept float32 h float32 (train.py --batchsize
+    65536 crashed: NumPy 1 made B * h float64)."""
+    rng = numpy.random.RandomState(5)
+    net = chainer.Sequential(L.Convolution2D(1, 2, 1), L.BatchNormalization(2),
+                             L.Linear(8, 3))
+    x = rng.rand(2 ** 16, 1, 2, 2).astype(numpy.float32)
+    got = _hook_values(net, lambda link: F.mean(link(x)))
+    assert set(got) == {name for name, _ in net.namedparams()}
+    for name, value in got.items():
+        assert value.dtype == numpy.float32, name
+
+
 def test_mixed_model_against_per_example_copies():
     """Layers feeding BatchNormalization get its coupled output gradient."""
     rng = numpy.random.RandomState(4)

@@ -13,6 +13,8 @@ import pytest
 import scipy.io
 
 from chainer_vogn import datasets
+from chainer_vogn import run_options
+from chainer_vogn import run_setup
 
 
 def raw_images(dataset, info):
@@ -330,6 +332,22 @@ def test_mnist_missing_does_not_download(tmp_path, empty_chainer_cache,
     assert str(cache / 'train.npz') in message
     assert 'allow_download' in message
     assert not empty_chainer_cache.exists()  # nothing created either
+
+
+def test_mnist_missing_names_the_callers_way_to_download(
+        tmp_path, empty_chainer_cache):
+    """train.py's message names its option; evaluate.py, which has none,
+    names no way to download."""
+    with pytest.raises(FileNotFoundError) as e:
+        datasets.get_dataset('mnist', data_dir=str(tmp_path),
+                             download_hint='--allow-download')
+    assert '(--allow-download)' in str(e.value)
+    assert 'allow_download' not in str(e.value)
+    with pytest.raises(FileNotFoundError) as e:
+        run_setup.load_data(run_options.RunConfig(dataset='mnist',
+                                                  data_dir=str(tmp_path)))
+    assert 'download them' not in str(e.value)
+    assert 'allow' not in str(e.value) and '--data-dir' in str(e.value)
 
 
 def test_mnist_download_goes_through_chainer(tmp_path, empty_chainer_cache,

@@ -17,6 +17,7 @@ import chainer_vogn  # NOQA
 from chainer_vogn import commands
 from chainer_vogn import files
 from chainer_vogn import metrics
+from chainer_vogn import run_folder
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -157,21 +158,39 @@ def without_model(runs, tmp_path):
     return [folder]
 
 
-def misfit(runs, tmp_path):
-    folder = str(tmp_path / 'misfit')
-    shutil.copytree(runs[1], folder)
+def _edited(run, tmp_path, name, **changes):
+    """A copy ``name`` of ``run`` whose config.json records ``changes``."""
+    folder = str(tmp_path / name)
+    shutil.copytree(run, folder)
     with open(os.path.join(folder, 'config.json')) as f:
         config = json.load(f)
-    config['classes'] = '0-3'  # 4 outputs, but model.npz has 5
+    config.update(changes)
     with open(os.path.join(folder, 'config.json'), 'w') as f:
         json.dump(config, f)
     return [folder]
+
+
+def misfit(runs, tmp_path):
+    return _edited(runs[1], tmp_path, 'misfit', arch='lenet5')  # an mlp's
+
+
+def other_optimizer(runs, tmp_path):
+    return _edited(runs[0], tmp_path, 'vogn', optimizer='adam')
+
+
+def other_classes(runs, tmp_path):
+    return _edited(runs[1], tmp_path, 'adam', classes='0-3')
 
 
 @pytest.mark.parametrize('make,message', [
     (without_model, r'run unfinished: \S+unfinished has no model.npz'),
     (misfit, 'run misfit: .*model.npz does not fit the model its config.json '
              'describes'),
+    (other_optimizer, r'run vogn: \S+vogn/config.json says optimizer adam '
+                      r'but \S+vogn/model.npz says vogn; pass config.json and '
+                      r'model.npz of the same run'),
+    (other_classes, r'run adam: \S+adam/config.json says classes 0-3 but '
+                    r'\S+adam/model.npz says 0-4;'),
 ])
 def test_errors_are_one_clear_line(runs, tmp_path, make, message):
     result = evaluate([sys.executable],
@@ -180,6 +199,23 @@ def test_errors_are_one_clear_line(runs, tmp_path, make, message):
     assert re.fullmatch('evaluate.py: error: ' + message + '.*\n',
                         result.stderr), result.stderr
     assert not os.path.exists(str(tmp_path / 'r'))
+
+
+def test_model_npz_from_before_it_recorded_the_classes_is_read(runs,
+                                                             tmp_path):
+    """Such a model.npz is checked on what it records (the optimizer and
+    the data set) and read."""
+    folder, = _edited(runs[1], tmp_path, 'older')
+    path = os.path.join(folder, 'model.npz')
+    with numpy.load(path) as f:
+        arrays = dict(f)
+    meta = json.loads(str(arrays['meta']))
+    del meta['classes']
+    arrays['meta'] = numpy.array(json.dumps(meta))
+    numpy.savez(path, **arrays)
+    run = run_folder.Run(folder, 'older')
+    assert (run.args.optimizer, run.args.classes) == ('adam', '0-4')
+    assert 'classes' not in run.posterior.meta
 
 
 def test_unwritable_out_is_refused_before_computing(runs, tmp_path):

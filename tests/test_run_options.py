@@ -38,6 +38,8 @@ def test_defaults_come_from_the_optimizers():
     ('lr_milestones', '5,3', 'lr_milestones: [5, 3] is invalid'),
     ('classes', '3', "classes: '3' is one class"),
     ('classes', '4-2', "bad class list '4-2'"),
+    ('classes', '-1-4', "bad class list '-1-4'"),
+    ('lr_milestones', '-5,10', 'lr_milestones: [-5, 10] is invalid'),
     ('optimizer', 'rmsprop', "optimizer: 'rmsprop' is not one of"),
     ('train_size', 0, 'train_size: 0 is invalid; it must be an integer >= 1'),
     ('label_noise', 1, 'label_noise: 1.0 is invalid; it must be a fraction '

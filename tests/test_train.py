@@ -284,8 +284,8 @@ def test_non_finite_loss_stops_with_last_good_snapshot(
         tmp_path, monkeypatch, opt, message):
     load = run_setup.load_data
 
-    def poisoned(args):
-        train, test, info = load(args)
+    def poisoned(args, **kwargs):
+        train, test, info = load(args, **kwargs)
         return _PoisonedInSecondEpoch(train), test, info
 
     monkeypatch.setattr(run_setup, 'load_data', poisoned)
@@ -317,7 +317,8 @@ def test_diverging_run_fails_naming_lr_and_leaves_no_model(tmp_path, opt):
         r'train.py: error: training diverged at iteration \d+ \(epoch 1\): '
         r'the training loss is \S+, over 100 times the first step\'s \S+; '
         r'--lr \(now 10\) is most likely too large\. No snapshot was '
-        r'written before it\n', result.stderr), result.stderr
+        r'written before it, so rerun with a smaller --lr, in this --out or '
+        r'another\n', result.stderr), result.stderr
     assert not os.path.exists(os.path.join(out, 'model.npz'))
 
 
