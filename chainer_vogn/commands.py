@@ -78,6 +78,10 @@ def evaluate_parser():
     p.add_argument('--names', default=None, metavar='A,B,...',
                    help='names of the runs in the report (default: the '
                         'folder names)')
+    p.add_argument('--no-progress', dest='progress', action='store_false',
+                   help='no progress output (default: on rank 0, a bar on '
+                        'a terminal, else a line at every tenth of each '
+                        'run\'s passes, with images/s and the time left)')
     return p
 
 

@@ -4,8 +4,6 @@ import io
 import json
 import os
 import re
-import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +20,9 @@ from chainer_vogn import training
 from chainer_vogn.errors import RunError
 
 from conftest import assert_same_posterior
+from conftest import bar_draws
+from conftest import in_terminal
+from conftest import progress_lines
 from conftest import wait_for_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -352,32 +353,6 @@ def test_captured_output_has_no_escape_codes(tmp_path):
                                'test set (360 images; training on 1437)')
     assert derived.startswith('VOGN: lr = 0.001, tau = ')  # derived
     assert header.split()[:3] == ['epoch', 'iteration', 'main/loss']
-
-
-def in_terminal(command, timeout=300):
-    """Run ``command`` with its output on a terminal, under script(1):
-    (exit status, output with the terminal's CR LF turned into LF)."""
-    if shutil.which('script') is None:
-        pytest.skip('needs script(1) (util-linux)')
-    result = subprocess.run(
-        ['script', '-q', '-e', '-c', ' '.join(map(shlex.quote, command)),
-         '/dev/null'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, text=True, timeout=timeout)
-    return result.returncode, result.stdout.replace('\r\n', '\n')
-
-
-def bar_draws(output, title):
-    """The share done of each draw of the bar after ``title``, in order."""
-    return [int(m) for m in re.findall(
-        r'(?:^|[\r\n]){} \[[#.]{{20}}\] +(\d+)% [^\r\n]* left'.format(title),
-        output)]
-
-
-def progress_lines(output, title):
-    """The share done of each plain progress line after ``title``."""
-    return [int(m) for m in re.findall(
-        r'^ *{} +(\d+)%(?: \([^)\n]*\))?(?:, [\d.]+ [a-z]+/s)+, [\d:]+ '
-        r'left$'.format(title), output, re.M)]
 
 
 @pytest.mark.parametrize('terminal', [True, False])
