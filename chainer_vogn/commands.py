@@ -79,9 +79,10 @@ def evaluate_parser():
                    help='names of the runs in the report (default: the '
                         'folder names)')
     p.add_argument('--no-progress', dest='progress', action='store_false',
-                   help='no progress output (default: on rank 0, a bar on '
+                   help='no progress output (default: on rank 0, a bar '
+                        'when the output, mpiexec\'s under mpiexec, goes to '
                         'a terminal, else a line at every tenth of each '
-                        'run\'s passes, with images/s and the time left)')
+                        'run\'s passes; with images/s and the time left)')
     return p
 
 
