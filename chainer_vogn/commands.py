@@ -82,7 +82,7 @@ def evaluate_parser():
                    help='no progress output (default: on rank 0, a bar '
                         'when the output, mpiexec\'s under mpiexec, goes to '
                         'a terminal, else a line at every tenth of each '
-                        'run\'s passes; with images/s and the time left)')
+                        'run\'s passes; with the time left and images/s)')
     return p
 
 

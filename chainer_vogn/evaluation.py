@@ -192,9 +192,8 @@ def evaluate(args):
         inputs = [x] if x_ood is None else [x, x_ood]
         # Rank 0's share of the samples, each a pass over every input.
         shown = progress.Progress(
-            len(range(comm.rank, n_samples, comm.size)) *
-            sum(len(a) for a in inputs), style, [('images', 1)],
-            '      predicting')
+            len(range(0, n_samples, comm.size)) *
+            sum(len(a) for a in inputs), style, '      predicting', 'images')
         preds = predictive.predict(model, run.posterior, run.method, inputs,
                                    n_samples, args.seed, device,
                                    args.batchsize, comm, shown.advance)

@@ -8,6 +8,7 @@ terminal is decided by the launcher's own stdout (:func:`is_terminal`).
 """
 import datetime
 import os
+import shutil
 import sys
 import time
 
@@ -17,7 +18,7 @@ LAUNCHER_VARIABLES = ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'PMIX_RANK')
 REDRAW = 0.1
 #: Plain lines come at every 1/LINES of the work.
 LINES = 10
-WIDTH = 20
+WIDTH = 15
 CLEAR_LINE = '\x1b[K'
 
 
@@ -63,25 +64,22 @@ def choose(enabled, rank, stream=None):
     return 'bar' if is_terminal(stream or sys.stdout) else 'lines'
 
 
-def format_duration(seconds):
-    return str(datetime.timedelta(seconds=int(round(seconds))))
-
-
 class Progress(object):
-    """``done`` of ``total`` units of work, shown on ``out`` in ``style``
-    ('bar', 'lines' or None for nothing), each draw starting with
+    """``done`` of ``total`` (> 0) units of work, shown on ``out`` in
+    ``style`` ('bar', 'lines' or None for nothing), each draw starting with
     ``title``.
 
-    ``rates`` are (name, units of it per unit of work) pairs, shown as
-    name/s; the rates and the time left count from :meth:`start`, so a
-    resumed run does not count the work done before it.
+    The throughput is shown in ``rate``/s, ``per_unit`` of them a unit of
+    work; it and the time left count from :meth:`start`, so a resumed run
+    does not count the work done before it.
     """
 
-    def __init__(self, total, style, rates, title, out=None):
+    def __init__(self, total, style, title, rate, per_unit=1, out=None):
         self.total = total
         self.style = style
-        self.rates = rates
         self.title = title
+        self.rate = rate
+        self.per_unit = per_unit
         self.out = out or sys.stdout
         self.start(0)
 
@@ -93,22 +91,22 @@ class Progress(object):
         self.tenths = self._tenths(done)
 
     def _tenths(self, done):
-        return LINES if done >= self.total else int(LINES * done / self.total)
+        return min(LINES, int(LINES * done / self.total))
 
     def describe(self, done, where='', bar=''):
-        """The text of a draw: title, ``bar``, share done, ``where``, rates,
-        time left."""
-        text = '{}{} {:3.0f}%'.format(self.title, bar, 100 * min(
-            done / self.total, 1) if self.total else 100)
+        """The text of a draw: title, ``bar``, share done, ``where``, time
+        left, throughput (last, as a narrow terminal cuts the bar's end)."""
+        text = '{}{} {:3.0f}%'.format(self.title, bar,
+                                      100 * min(done / self.total, 1))
         if where:
             text += ' ({})'.format(where)
         elapsed = time.time() - self.started
         speed = (done - self.first) / elapsed if elapsed > 0 else 0
         if speed > 0:
-            text += ''.join(', {} {}/s'.format(_rate(speed * factor), name)
-                            for name, factor in self.rates)
-            text += ', {} left'.format(
-                format_duration(max(self.total - done, 0) / speed))
+            left = max(self.total - done, 0) / speed
+            text += ', {} left'.format(datetime.timedelta(seconds=round(left)))
+            text += ', {} {}/s'.format(_rate(speed * self.per_unit),
+                                       self.rate)
         return text
 
     def update(self, done, where=''):
@@ -120,13 +118,14 @@ class Progress(object):
             if self.drawn_at is None or now - self.drawn_at >= REDRAW or \
                     done >= self.total:
                 self.drawn_at = now
-                filled = WIDTH if done >= self.total else \
-                    int(WIDTH * done / self.total)
-                # Back to the line's start: the next draw, or a line
-                # printed meanwhile, overwrites the bar.
+                filled = min(WIDTH, int(WIDTH * done / self.total))
                 bar = ' [{}{}]'.format('#' * filled, '.' * (WIDTH - filled))
-                self.out.write(self.describe(done, where, bar) + CLEAR_LINE +
-                               '\r')
+                # One row (a wrapped one would scroll at each draw), then
+                # back to its start: the next draw, or a line printed
+                # meanwhile, overwrites the bar.
+                columns = shutil.get_terminal_size().columns - 1
+                self.out.write(self.describe(done, where, bar)[:columns] +
+                               CLEAR_LINE + '\r')
                 self.out.flush()
         elif self.style == 'lines' and self._tenths(done) > self.tenths:
             self.tenths = self._tenths(done)

@@ -498,8 +498,7 @@ def build_parser():
         'predictive costs T passes over it', metavar='EPOCHS')
     add(g, '--no-progress', 'no progress output (default: on rank 0, a bar '
         'when the output, mpiexec\'s under mpiexec, goes to a terminal, else '
-        'a line at every tenth of the run; with it/s, images/s and the time '
-        'left)')
+        'a line at every tenth of the run; with the time left and images/s)')
     return p
 
 

@@ -116,8 +116,8 @@ class StopOnDivergence(training.Extension):
 
 class ShowProgress(training.Extension):
     """The run's :class:`~chainer_vogn.progress.Progress` in iterations,
-    updated every iteration: it/s, images/s (over all data shards) and the
-    time left."""
+    updated every iteration, with the time left and the training images a
+    second over all data shards."""
 
     trigger = 1, 'iteration'
     priority = training.PRIORITY_READER  # after PrintReport's epoch row
@@ -126,14 +126,14 @@ class ShowProgress(training.Extension):
         self.epochs = epochs
         self.progress = progress.Progress(
             math.ceil(epochs * iterations_per_epoch), style,
-            [('it', 1), ('images', images_per_step)], 'training')
+            'training', 'images', images_per_step)
 
     def initialize(self, trainer):
         self.progress.start(trainer.updater.iteration)
 
     def __call__(self, trainer):
         updater = trainer.updater
-        self.progress.update(updater.iteration, 'epoch {:.2f}/{}'.format(
+        self.progress.update(updater.iteration, 'epoch {:.1f}/{}'.format(
             updater.epoch_detail, self.epochs))
 
     def finalize(self):

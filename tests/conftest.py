@@ -89,15 +89,16 @@ def in_terminal(command, timeout=300):
 def bar_draws(output, title):
     """The share done of each draw of the bar after ``title``, in order."""
     return [int(m) for m in re.findall(
-        r'(?:^|[\r\n]){} \[[#.]{{20}}\] +(\d+)%[^\r\n]* left'.format(title),
+        r'(?:^|[\r\n]){} \[[#.]{{15}}\] +(\d+)%[^\r\n]*, [\d:]+ left, '
+        r'[\d.]+ images/s'.format(title),
         output)]
 
 
 def progress_lines(output, title):
     """The share done of each plain progress line after ``title``."""
     return [int(m) for m in re.findall(
-        r'^ *{} +(\d+)%(?: \([^)\n]*\))?(?:, [\d.]+ [a-z]+/s)+, [\d:]+ '
-        r'left$'.format(title), output, re.M)]
+        r'^ *{} +(\d+)%(?: \([^)\n]*\))?, [\d:]+ left, [\d.]+ images/s$'
+        .format(title), output, re.M)]
 
 
 @pytest.fixture

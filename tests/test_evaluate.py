@@ -166,7 +166,7 @@ def test_progress_bar_on_a_terminal_comes_from_rank_zero(runs, mpiexec,
     draws = bar_draws(output, '      predicting')
     # One bar: its share only grows, and it is full once.
     assert len(draws) >= 2 and draws == sorted(draws), output
-    assert draws.count(100) == 1 and ' images/s, ' in output, output
+    assert draws.count(100) == 1, output
     assert not progress_lines(output, 'predicting'), output
 
 

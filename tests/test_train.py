@@ -376,12 +376,11 @@ def test_progress_under_mpiexec_comes_from_rank_zero(mpiexec, tmp_path,
         # One bar: its share only grows, and it is full once.
         assert len(draws) >= 2 and draws == sorted(draws), draws
         assert draws.count(100) == 1, draws
-        assert ' it/s, ' in output and ' images/s, ' in output
     else:
         assert not draws and '\r' not in output, output
         # 45 iterations: at each tenth rounded up
         assert lines == [11, 20, 31, 40, 51, 60, 71, 80, 91, 100], output
-        assert output.count(' it/s, ') == output.count(' images/s, ') == 10
+        assert output.count(' images/s') == 10
 
 
 def test_no_progress_shows_nothing_on_a_terminal(tmp_path):
@@ -390,7 +389,7 @@ def test_no_progress_shows_nothing_on_a_terminal(tmp_path):
     assert status == 0, output
     assert not bar_draws(output, 'training'), output
     assert not progress_lines(output, 'training'), output
-    assert '\r' not in output and 'it/s' not in output, output
+    assert '\r' not in output and 'images/s' not in output, output
     assert '\x1b[J1 ' in output  # the epoch's row, as on a terminal
 
 
