@@ -76,6 +76,13 @@ def test_bar_is_redrawn_in_place_at_most_every_redraw_seconds():
                for d in draws)
 
 
+def test_bar_keeps_to_one_row_of_the_terminal(monkeypatch):
+    monkeypatch.setenv('COLUMNS', '40')
+    draws = shown('bar', 0.01).split('\r')[:-1]
+    assert draws and all(len(d) == 39 + len(progress.CLEAR_LINE)
+                         for d in draws)
+
+
 def test_rates_and_lines_count_from_start():
     """A resumed run: 30 of 50 done before; 20 more at 1 s each."""
     lines = shown('lines', 1.0, first=30).splitlines()
