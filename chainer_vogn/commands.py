@@ -89,6 +89,11 @@ def evaluate_parser(prog='evaluate.py'):
     p.add_argument('--names', default=None, metavar='A,B,...',
                    help='names of the runs in the report (default: the '
                         'folder names)')
+    p.add_argument('--no-progress', dest='progress', action='store_false',
+                   help='no progress output (default: on rank 0, a bar '
+                        'when the output, mpiexec\'s under mpiexec, goes to '
+                        'a terminal, else a line at every tenth of each '
+                        'run\'s passes; with the time left and images/s)')
     return p
 
 

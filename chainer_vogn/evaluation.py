@@ -18,6 +18,7 @@ from chainer_vogn import distributed
 from chainer_vogn import metrics
 from chainer_vogn import ood as ood_module
 from chainer_vogn import predictive
+from chainer_vogn import progress
 from chainer_vogn import report
 from chainer_vogn import run_setup
 from chainer_vogn.errors import RunError
@@ -172,6 +173,7 @@ def evaluate(args):
              if ood is not None or name != 'roc_ood.png'])
         warn_if_data_differ(runs)
     device = run_setup.select_device(args.device, comm)
+    style = progress.choose(args.progress, comm.rank)
 
     entries, used, gallery = [], {}, None
     for i, run in enumerate(runs):
@@ -190,9 +192,14 @@ def evaluate(args):
                       ', {} OOD'.format(len(x_ood)), n_samples, run.method,
                       comm.size, 'es' if comm.size > 1 else ''), flush=True)
         inputs = [x] if x_ood is None else [x, x_ood]
+        # Rank 0's share of the samples, each a pass over every input.
+        shown = progress.Progress(
+            len(range(0, n_samples, comm.size)) *
+            sum(len(a) for a in inputs), style, '      predicting', 'images')
         preds = predictive.predict(model, run.posterior, run.method, inputs,
                                    n_samples, args.seed, device,
-                                   args.batchsize, comm)
+                                   args.batchsize, comm, shown.advance)
+        shown.close()
         if not root:
             continue
         entry = _report_entry(run, preds[0], preds[1] if len(preds) > 1

@@ -48,17 +48,19 @@ def softmax(logits):
     return z / z.sum(axis=-1, keepdims=True)
 
 
-def _forward(model, x, device, batchsize):
+def _forward(model, x, device, batchsize, on_batch):
     """Logits of ``model`` on ``x`` in batches, on the host."""
     predictor = getattr(model, 'predictor', model)
     out = []
     for start in range(0, len(x), batchsize):
         y = predictor(device.send(x[start:start + batchsize]))
         out.append(backend.CpuDevice().send(y.array))
+        if on_batch is not None:
+            on_batch(len(y))
     return numpy.concatenate(out)
 
 
-def _passes(model, method, inputs, device, batchsize, seq):
+def _passes(model, method, inputs, device, batchsize, seq, on_batch):
     """Logits on each input in test mode, dropout on for 'dropout'.
 
     Dropout draws its masks for every input afresh from ``seq``, so sample t
@@ -74,7 +76,7 @@ def _passes(model, method, inputs, device, batchsize, seq):
         for x in inputs:
             if method == 'dropout':
                 _seed_dropout(seq, device)
-            logits.append(_forward(model, x, device, batchsize))
+            logits.append(_forward(model, x, device, batchsize, on_batch))
     return logits
 
 
@@ -86,7 +88,7 @@ def _seed_dropout(seq, device):
 
 
 def iterate_samples(model, posterior, method, inputs, samples, seed=0,
-                    device=None, batchsize=256):
+                    device=None, batchsize=256, on_batch=None):
     """Yield ``(t, logits)`` for each sample index t in ``samples``.
 
     Args:
@@ -99,6 +101,8 @@ def iterate_samples(model, posterior, method, inputs, samples, seed=0,
         seed (int): with t, the seed of sample t's noise.
         device: a Chainer device or its specifier (default: the CPU).
         batchsize (int): examples per forward pass.
+        on_batch: called with the number of examples of each forward pass
+            when it is done (progress reports), if given.
 
     ``logits`` is a list with one float32 (N_k, C) array per input.
     MC dropout runs with cuDNN off on GPUs, as cuDNN's dropout masks ignore
@@ -127,7 +131,7 @@ def iterate_samples(model, posterior, method, inputs, samples, seed=0,
                 else None
             with posterior.sampled(model, rng):
                 logits = _passes(model, method, inputs, device, batchsize,
-                                 seq)
+                                 seq, on_batch)
             yield t, logits
     finally:
         if home != device:
@@ -135,12 +139,13 @@ def iterate_samples(model, posterior, method, inputs, samples, seed=0,
 
 
 def predict(model, posterior, method, inputs, n_samples, seed=0, device=None,
-            batchsize=256, comm=None):
+            batchsize=256, comm=None, on_batch=None):
     """The predictive distribution on each array in ``inputs``.
 
     ``n_samples`` is T (use :func:`samples_used` for the run's method).
     With ``comm``, an mpi4py communicator of P processes, rank r computes
     samples r, r + P, ... and rank 0 gathers them; every rank must call this.
+    ``on_batch`` is :func:`iterate_samples`'s.
 
     Returns, on rank 0 (or without ``comm``), one :class:`Prediction` per
     input: ``probs`` (N, C), the mean of the T softmax outputs, and
@@ -150,7 +155,7 @@ def predict(model, posterior, method, inputs, n_samples, seed=0, device=None,
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
     mine = {t: [softmax(y) for y in logits] for t, logits in iterate_samples(
         model, posterior, method, inputs, range(rank, n_samples, size), seed,
-        device, batchsize)}
+        device, batchsize, on_batch)}
     if comm is not None:
         parts = comm.gather(mine, root=0)
         if rank != 0:

@@ -506,8 +506,9 @@ def build_parser(prog='train.py'):
     add(g, '--val-interval', 'epochs between these evaluations of the '
         'held-out set (and always after the last epoch): the T-sample '
         'predictive costs T passes over it', metavar='EPOCHS')
-    add(g, '--no-progress', 'no progress bar, for batch jobs (default: a '
-        'progress bar)')
+    add(g, '--no-progress', 'no progress output (default: on rank 0, a bar '
+        'when the output, mpiexec\'s under mpiexec, goes to a terminal, else '
+        'a line at every tenth of the run; with the time left and images/s)')
     return p
 
 

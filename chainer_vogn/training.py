@@ -26,6 +26,7 @@ from chainer_vogn import datasets
 from chainer_vogn import distributed
 from chainer_vogn import files
 from chainer_vogn import posterior
+from chainer_vogn import progress
 from chainer_vogn import registry
 from chainer_vogn import run_setup
 from chainer_vogn import validation
@@ -111,6 +112,32 @@ class StopOnDivergence(training.Extension):
                                                self.first_loss))
         except KeyError:  # a snapshot written before it kept the first loss
             pass
+
+
+class ShowProgress(training.Extension):
+    """The run's :class:`~chainer_vogn.progress.Progress` in iterations,
+    updated every iteration, with the time left and the training images a
+    second over all data shards."""
+
+    trigger = 1, 'iteration'
+    priority = training.PRIORITY_READER  # after PrintReport's epoch row
+
+    def __init__(self, style, epochs, iterations_per_epoch, images_per_step):
+        self.epochs = epochs
+        self.progress = progress.Progress(
+            math.ceil(epochs * iterations_per_epoch), style,
+            'training', 'images', images_per_step)
+
+    def initialize(self, trainer):
+        self.progress.start(trainer.updater.iteration)
+
+    def __call__(self, trainer):
+        updater = trainer.updater
+        self.progress.update(updater.iteration, 'epoch {:.1f}/{}'.format(
+            updater.epoch_detail, self.epochs))
+
+    def finalize(self):
+        self.progress.close()
 
 
 def _newest_snapshot(folder, comm):
@@ -269,6 +296,11 @@ def _train(args, comm, layout, plan):
     if comm.rank == 0:
         _add_reports(trainer, args, predictive, held_out_name,
                      learns_posterior)
+    style = progress.choose(args.progress, comm.rank)
+    if style:
+        trainer.extend(ShowProgress(
+            style, args.epochs, len(shard) / args.batchsize,
+            args.batchsize * layout.num_data_shards))
 
     os.makedirs(args.out, exist_ok=True)
     record = config_record(args, comm, optimizer, info)
@@ -324,22 +356,20 @@ def _series_names(held_out_name, learns_posterior):
 
 
 class PlainConsole(object):
-    """``stream`` without terminal escape codes unless it is a terminal.
+    """``stream`` without terminal escape codes unless it ends on a
+    terminal (:func:`chainer_vogn.progress.is_terminal`, which looks through
+    an MPI launcher).
 
     Chainer's PrintReport clears the line with an escape code before each
-    row, which shows up as garbage in log files and captured output.  Under
-    an MPI launcher stdout is the launcher's pseudo-terminal whatever the
-    launcher's own output is, so it counts as no terminal.
+    row, which shows up as garbage in log files and captured output; on a
+    terminal it erases the progress bar.
     """
 
     _ESCAPE = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
-    #: Set by Open MPI, PMI (MPICH, Slurm) and PMIx launchers.
-    _LAUNCHER_VARIABLES = ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'PMIX_RANK')
 
     def __init__(self, stream):
         self.stream = stream
-        self.is_terminal = stream.isatty() and not any(
-            name in os.environ for name in self._LAUNCHER_VARIABLES)
+        self.is_terminal = progress.is_terminal(stream)
 
     def write(self, text):
         if not self.is_terminal:
@@ -391,7 +421,7 @@ def _label_plot(ylabel, log_scale, series_names, title):
 
 def _add_reports(trainer, args, predictive, held_out_name,
                  learns_posterior):
-    """Log, console table, progress bar and plots; ``predictive``: the run
+    """Log, console table and plots; ``predictive``: the run
     reports PredictiveValidation's numbers too; ``held_out_name``: the set
     they are on ('test' or 'validation'); ``learns_posterior``: the run
     learns a posterior, scored with its mean weights."""
@@ -406,8 +436,6 @@ def _add_reports(trainer, args, predictive, held_out_name,
         ['epoch', 'iteration', 'main/loss', 'main/accuracy',
          'validation/main/loss', 'validation/main/accuracy'] +
         accuracy_keys + nll_keys + ['elapsed_time'], out=console))
-    if args.progress and console.is_terminal:
-        trainer.extend(extensions.ProgressBar(update_interval=10))
     if extensions.PlotReport.available():
         trainer.extend(extensions.PlotReport(
             ['main/loss', 'validation/main/loss'] + nll_keys, 'epoch',

