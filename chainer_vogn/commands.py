@@ -147,9 +147,23 @@ def predict_parser():
                    help='sample t uses the seed (seed, t)')
     p.add_argument('--top', type=at_least(1, '--top'), default=3,
                    help='classes shown per image')
-    p.add_argument('--device', default=None,
-                   help='Chainer device such as @cupy:0 (default: the CPU)')
+    p.add_argument('--device', type=_device, default=-1,
+                   help='-1: CPU; >= 0: GPU (or a Chainer device such as '
+                        '@cupy:0)')
     return p
+
+
+def _device(text):
+    """--device of predict.py: an int as train.py's, or a Chainer
+    specifier ('@numpy', '@cupy:0')."""
+    if text.startswith('@'):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            '{!r} is invalid; pass -1 (CPU), a GPU number or a Chainer '
+            'device such as @cupy:0'.format(text))
 
 
 def predict_main(argv=None):
