@@ -29,7 +29,7 @@ def train_main(argv=None):
     mpi.require_mpi('train.py')
     # Imported here: evaluate.py and predict.py never load the Trainer.
     from chainer_vogn import training
-    with errors.exit_cleanly('train.py'):
+    with errors.exit_cleanly('train.py', '; resume with --resume'):
         training.run(args)
 
 

@@ -224,6 +224,25 @@ def test_ctrl_c_exits_130_in_one_line(tmp_path):
     assert stderr == 'train.py: interrupted\n'
 
 
+def test_sigterm_exits_143_in_one_line_and_the_run_resumes(tmp_path):
+    """SIGTERM, as from a scheduler's walltime: one line naming the fix."""
+    out = tmp_path / 'out'
+    process = subprocess.Popen(
+        [sys.executable, TRAIN] + SMALL + ['--epochs', '1000', '--out',
+                                           str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_files(process, [str(out / 'snapshot_rank0_epoch1.npz')], 240,
+                   poll=0.05)
+    process.terminate()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert stderr == 'train.py: terminated; resume with --resume\n'
+    result = _run(TRAIN, SMALL + ['--epochs', '1', '--out', str(out),
+                                  '--resume'])
+    assert result.returncode == 0, result.stderr
+    assert 'resuming from epoch ' in result.stdout
+
+
 # Data files that are whole but not what the loaders read
 
 def test_cifar_pickle_holding_a_list(tmp_path):
