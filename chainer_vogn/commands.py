@@ -25,11 +25,11 @@ from chainer_vogn.run_options import at_least
 def train_main(argv=None):
     """train.py: train with an optimizer of the registry, on one process or
     many (``mpiexec -n P``); see :func:`chainer_vogn.training.run`."""
-    args = run_options.parse_args(argv)
-    mpi.require_mpi('train.py')
-    # Imported here: evaluate.py and predict.py never load the Trainer.
-    from chainer_vogn import training
     with errors.exit_cleanly('train.py', '; resume with --resume'):
+        args = run_options.parse_args(argv)
+        mpi.require_mpi('train.py')
+        # Imported here: evaluate.py and predict.py never load the Trainer.
+        from chainer_vogn import training
         training.run(args)
 
 
@@ -85,9 +85,9 @@ def evaluate_main(argv=None):
     """evaluate.py: evaluate runs together (under mpiexec the Monte Carlo
     samples are split over the processes); see
     :func:`chainer_vogn.evaluation.evaluate`."""
-    args = evaluate_parser().parse_args(argv)
-    mpi.require_mpi('evaluate.py')
     with errors.exit_cleanly('evaluate.py'):
+        args = evaluate_parser().parse_args(argv)
+        mpi.require_mpi('evaluate.py')
         evaluation.evaluate(args)
 
 
@@ -171,21 +171,21 @@ def predict_main(argv=None):
     their probabilities and the uncertainty (the predictive entropy and the
     mutual information, the part due to the weights).  It needs no MPI.
     The library function behind it is :func:`chainer_vogn.predict`."""
-    args = predict_parser().parse_args(argv)
     with errors.exit_cleanly('predict.py'):
+        args = predict_parser().parse_args(argv)
         run = run_folder.Run(args.run, args.run)
         batches = [(path, read_images(path, run.info))
                    for path in args.images]
         found = run_folder.predict(
             run, numpy.concatenate([x for _, x in batches]),
             args.mc_samples, args.seed, args.device)
-    print('{}: {}; T = {} ({})'.format(
-        args.run, run.describe(),
-        predictive.samples_used(run.method, args.mc_samples), run.method))
-    row = 0
-    for path, x in batches:
-        for k in range(len(x)):
-            name = path if len(x) == 1 else '{}[{}]'.format(path, k)
-            print('{}: {}'.format(name, describe(found, run.classes, row,
-                                                 args.top)))
-            row += 1
+        print('{}: {}; T = {} ({})'.format(
+            args.run, run.describe(),
+            predictive.samples_used(run.method, args.mc_samples), run.method))
+        row = 0
+        for path, x in batches:
+            for k in range(len(x)):
+                name = path if len(x) == 1 else '{}[{}]'.format(path, k)
+                print('{}: {}'.format(name, describe(found, run.classes, row,
+                                                     args.top)))
+                row += 1

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy
 import pytest
 
 from chainer_vogn import commands
@@ -241,6 +242,31 @@ def test_sigterm_exits_143_in_one_line_and_the_run_resumes(tmp_path):
                                   '--resume'])
     assert result.returncode == 0, result.stderr
     assert 'resuming from epoch ' in result.stdout
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize('main, module, step', [
+    ('train_main', run_options, 'parse_args'),
+    ('evaluate_main', commands.mpi, 'require_mpi'),
+    ('predict_main', commands, 'describe'),  # printing the results
+])
+def test_ctrl_c_outside_the_computation_is_one_line(
+        trained_run, tmp_path, monkeypatch, capsys, main, module, step):
+    """Ctrl-C while a command reads its options or prints its results."""
+    numpy.save(str(tmp_path / 'one.npy'), numpy.zeros((8, 8)))
+    argv = {'train_main': [], 'predict_main': [trained_run,
+                                                str(tmp_path / 'one.npy')],
+            'evaluate_main': [trained_run, '--out', str(tmp_path / 'r')]}
+    monkeypatch.setattr(module, step, _interrupt)
+    monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)
+    with pytest.raises(SystemExit) as end:
+        getattr(commands, main)(argv[main])
+    assert end.value.code == 130
+    program = main.split('_')[0] + '.py'
+    assert capsys.readouterr().err == program + ': interrupted\n'
 
 
 # Data files that are whole but not what the loaders read
