@@ -160,6 +160,59 @@ def test_disk_full(tmp_path):
                     'No space left on device')
 
 
+#: Runs a script with the disk full for the files atomic_write writes as
+#: $FULL (writes fail with ENOSPC), or for every file when $FULL is '*'
+#: (syncs fail too, as on a disk whose last block is taken).
+FULL_DISK = """
+import errno, fnmatch, io, os, runpy, sys
+
+full = os.environ['FULL']
+fdopen, fsync = os.fdopen, os.fsync
+
+
+def no_space(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class Full(io.BufferedWriter):
+    write = no_space
+
+
+def full_fdopen(fd, mode='r', *args, **kwargs):
+    name = os.path.basename(os.readlink('/proc/self/fd/{}'.format(fd)))
+    if 'w' in mode and fnmatch.fnmatch(name, '.{}.*.tmp'.format(full)):
+        return Full(io.FileIO(fd, 'wb'))
+    return fdopen(fd, mode, *args, **kwargs)
+
+
+os.fdopen = full_fdopen
+if full == '*':
+    os.fsync = no_space
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def _run_on_a_full_disk(tmp_path, script, args, full):
+    runner = tmp_path / 'full_disk.py'
+    runner.write_text(FULL_DISK)
+    return _run(str(runner), [script] + args, env=dict(os.environ,
+                                                        FULL=full))
+
+
+@pytest.mark.parametrize('name', ['snapshot_rank0_epoch1.npz', 'model.npz',
+                                  'accuracy.png', 'log'])
+def test_disk_full_names_the_file_and_leaves_none_half_written(tmp_path,
+                                                               name):
+    out = tmp_path / 'out'
+    result = _run_on_a_full_disk(tmp_path, TRAIN, SMALL + [
+        '--epochs', '1', '--out', str(out)], name)
+    assert_one_line(result, 1, 'train.py', str(out / name),
+                    'No space left on device')
+    assert not (out / name).exists()
+    assert not list(out.glob('.*.tmp'))
+
+
 def test_divergence_has_no_training_loop_dump(tmp_path):
     result = _run(TRAIN, SMALL + ['--optimizer', 'sgd', '--lr', '1e6',
                                   '--epochs', '2', '--out', str(tmp_path)])
