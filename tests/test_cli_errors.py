@@ -17,6 +17,7 @@ import numpy
 import pytest
 
 from chainer_vogn import commands
+from chainer_vogn import files
 from chainer_vogn import run_options
 
 from conftest import wait_for_files
@@ -387,6 +388,30 @@ def test_evaluate_device_without_a_gpu(trained_run, tmp_path):
                              str(tmp_path / 'report')])
     assert_one_line(result, 1, 'evaluate.py', '--device {}: no usable '
                     'GPU'.format(NO_SUCH_GPU), '--device -1')
+
+
+def test_evaluate_on_a_full_disk_stops_before_computing(trained_run,
+                                                        tmp_path):
+    out = tmp_path / 'report'
+    result = _run_on_a_full_disk(tmp_path, EVALUATE, [trained_run, '--out',
+                                                      str(out)], '*')
+    assert_one_line(result, 1, 'evaluate.py', '--out {}'.format(out),
+                    'No space left on device')
+    assert result.stdout == ''
+    assert not out.exists()
+
+
+@pytest.mark.parametrize('name', [files.MANIFEST, 'report.json'])
+def test_evaluate_on_a_disk_that_fills_names_the_file(trained_run, tmp_path,
+                                                      name):
+    """The probe passes, a write of the report fails: the file is named and
+    a folder left empty is removed."""
+    out = tmp_path / 'report'
+    result = _run_on_a_full_disk(tmp_path, EVALUATE, [trained_run, '--out',
+                                                      str(out)], name)
+    assert_one_line(result, 1, 'evaluate.py', str(out / name),
+                    'No space left on device')
+    assert out.exists() == (name != files.MANIFEST)
 
 
 def test_evaluate_out_under_a_regular_file(trained_run, tmp_path):
