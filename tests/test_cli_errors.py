@@ -248,13 +248,16 @@ def test_ctrl_c_during_an_import_is_still_one_line():
     assert result.stderr == 'train.py: interrupted\n'
 
 
-@pytest.mark.parametrize('script', ['train.py', 'evaluate.py',
-                                    'predict.py'])
-def test_ctrl_c_while_the_libraries_load_is_one_line(script):
+@pytest.mark.parametrize('command, script', [
+    ([sys.executable, os.path.join(REPO, name)], name)
+    for name in ('train.py', 'evaluate.py', 'predict.py')] + [
+    ([os.path.join(os.path.dirname(sys.executable), 'chainer-vogn-' + name)],
+     name + '.py') for name in ('train', 'evaluate', 'predict')])
+def test_ctrl_c_while_the_libraries_load_is_one_line(command, script):
     """SIGINT 0.15 s after the start, inside the imports of Chainer and
-    SciPy."""
+    SciPy: the scripts of a clone and the commands of a pip install."""
     process = subprocess.Popen(
-        [sys.executable, os.path.join(REPO, script), '--help'],
+        command + ['--help'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(0.15)
