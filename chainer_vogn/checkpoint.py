@@ -32,10 +32,10 @@ from chainer_vogn import run_options
 from chainer_vogn.errors import RunError
 from chainer_vogn.files import MANIFEST
 from chainer_vogn.files import Manifest
-from chainer_vogn.files import atomic_write
 from chainer_vogn.files import refuse_a_file
 from chainer_vogn.files import temporaries
 from chainer_vogn.files import write_json
+from chainer_vogn.files import write_npz
 
 #: Options that may differ between a run and its resumption: where and how
 #: it is computed and reported, not what it computes (a GPU instead of the
@@ -503,18 +503,15 @@ class Snapshot(chainer_training.Extension):
         self.folder = folder
         self.identity = identity
 
-    def _write(self, f, trainer):
-        """What serializers.save_npz writes, with the identity."""
+    def __call__(self, trainer):
+        epoch = trainer.updater.epoch
+        # What serializers.save_npz writes, with the identity.
         serializer = serializers.DictionarySerializer()
         serializer.save(trainer)
         serializer.target[IDENTITY] = numpy.array(json.dumps(
             self.identity, sort_keys=True))
-        numpy.savez_compressed(f, **serializer.target)
-
-    def __call__(self, trainer):
-        epoch = trainer.updater.epoch
-        atomic_write(snapshot_path(self.folder, self.comm.rank, epoch),
-                     lambda f: self._write(f, trainer), binary=True)
+        write_npz(snapshot_path(self.folder, self.comm.rank, epoch),
+                  serializer.target, compressed=True)
         self.comm.mpi_comm.barrier()
         epochs = [e for e in find_snapshots(self.folder).get(
             self.comm.rank, []) if e <= epoch]

@@ -35,11 +35,11 @@ def train_main(argv=None):
     """train.py: train with an optimizer of the registry, on one process or
     many (``mpiexec -n P``); see :func:`chainer_vogn.training.run`."""
     prog = program(argv, 'train.py')
-    args = run_options.parse_args(argv, prog)
-    mpi.require_mpi(prog)
-    # Imported here: evaluate.py and predict.py never load the Trainer.
-    from chainer_vogn import training
-    with errors.exit_cleanly(prog):
+    with errors.exit_cleanly(prog, '; resume with --resume'):
+        args = run_options.parse_args(argv, prog)
+        mpi.require_mpi(prog)
+        # Imported here: evaluate.py and predict.py never load the Trainer.
+        from chainer_vogn import training
         training.run(args)
 
 
@@ -102,9 +102,9 @@ def evaluate_main(argv=None):
     samples are split over the processes); see
     :func:`chainer_vogn.evaluation.evaluate`."""
     prog = program(argv, 'evaluate.py')
-    args = evaluate_parser(prog).parse_args(argv)
-    mpi.require_mpi(prog)
     with errors.exit_cleanly(prog):
+        args = evaluate_parser(prog).parse_args(argv)
+        mpi.require_mpi(prog)
         evaluation.evaluate(args)
 
 
@@ -164,9 +164,23 @@ def predict_parser(prog='predict.py'):
                    help='sample t uses the seed (seed, t)')
     p.add_argument('--top', type=at_least(1, '--top'), default=3,
                    help='classes shown per image')
-    p.add_argument('--device', default=None,
-                   help='Chainer device such as @cupy:0 (default: the CPU)')
+    p.add_argument('--device', type=_device, default=-1,
+                   help='-1: CPU; >= 0: GPU (or a Chainer device such as '
+                        '@cupy:0)')
     return p
+
+
+def _device(text):
+    """--device of predict.py: an int as train.py's, or a Chainer
+    specifier ('@numpy', '@cupy:0')."""
+    if text.startswith('@'):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            '{!r} is invalid; pass -1 (CPU), a GPU number or a Chainer '
+            'device such as @cupy:0'.format(text))
 
 
 def predict_main(argv=None):
@@ -175,21 +189,21 @@ def predict_main(argv=None):
     mutual information, the part due to the weights).  It needs no MPI.
     The library function behind it is :func:`chainer_vogn.predict`."""
     prog = program(argv, 'predict.py')
-    args = predict_parser(prog).parse_args(argv)
     with errors.exit_cleanly(prog):
+        args = predict_parser(prog).parse_args(argv)
         run = run_folder.Run(args.run, args.run)
         batches = [(path, read_images(path, run.info))
                    for path in args.images]
         found = run_folder.predict(
             run, numpy.concatenate([x for _, x in batches]),
             args.mc_samples, args.seed, args.device)
-    print('{}: {}; T = {} ({})'.format(
-        args.run, run.describe(),
-        predictive.samples_used(run.method, args.mc_samples), run.method))
-    row = 0
-    for path, x in batches:
-        for k in range(len(x)):
-            name = path if len(x) == 1 else '{}[{}]'.format(path, k)
-            print('{}: {}'.format(name, describe(found, run.classes, row,
-                                                 args.top)))
-            row += 1
+        print('{}: {}; T = {} ({})'.format(
+            args.run, run.describe(),
+            predictive.samples_used(run.method, args.mc_samples), run.method))
+        row = 0
+        for path, x in batches:
+            for k in range(len(x)):
+                name = path if len(x) == 1 else '{}[{}]'.format(path, k)
+                print('{}: {}'.format(name, describe(found, run.classes, row,
+                                                     args.top)))
+                row += 1

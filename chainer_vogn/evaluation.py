@@ -69,7 +69,8 @@ def run_names(paths, names=None):
 
 def check_writable(folder):
     """Check, before any sample is computed, that the report can be written
-    into ``folder`` (or that the folder can be made), leaving no trace."""
+    into ``folder`` (or that the folder can be made), leaving no trace: a
+    byte written and synced, as a full disk takes an empty file."""
     refuse_a_file(folder)
     existing = os.path.abspath(folder)
     while not os.path.exists(existing):
@@ -78,8 +79,10 @@ def check_writable(folder):
         if not os.path.isdir(existing):
             raise NotADirectoryError(errno.ENOTDIR,
                                      os.strerror(errno.ENOTDIR), existing)
-        with tempfile.TemporaryFile(dir=existing):
-            pass
+        with tempfile.TemporaryFile(dir=existing) as probe:
+            probe.write(b'\0')
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as e:
         raise RunError('--out {}: cannot write the report there ({}); choose '
                        'a writable folder'.format(folder, e))

@@ -1,7 +1,10 @@
 """Writing result files so that a crash never leaves half a file behind."""
+import io
 import json
 import os
 import uuid
+
+import numpy
 
 from chainer_vogn.errors import RunError
 
@@ -21,7 +24,10 @@ def temporaries(base):
 def atomic_write(path, write, binary=False):
     """Call ``write(f)`` on a temporary file next to ``path``, sync it to
     the disk, then move it over ``path``; on error the temporary file is
-    removed and ``path`` is left untouched.  Returns ``path``."""
+    removed and ``path`` is left untouched.  Returns ``path``.
+
+    An OSError that names no file (a full disk, from ``write``'s writes or
+    the sync) is given ``path``, for the one-line message."""
     folder, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, _TEMPORARY.format(base, uuid.uuid4().hex))
     # os.open honours the umask, unlike tempfile (always 0600).
@@ -36,9 +42,11 @@ def atomic_write(path, write, binary=False):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.strerror and e.filename is None:
+            e.filename = path
         raise
     _sync_folder(folder)
     return path
@@ -61,6 +69,19 @@ def refuse_a_file(folder):
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise RunError('--out {} is a file, not a folder; choose another '
                        '--out'.format(folder))
+
+
+def write_npz(path, arrays, compressed=False):
+    """Write ``arrays`` ({name: array}) to ``path`` as numpy.savez does,
+    atomically.
+
+    The archive is built in memory: NumPy leaves its ZipFile open when a
+    write fails, and the ZipFile's destructor then fails again on the full
+    disk with a traceback at exit.
+    """
+    buffer = io.BytesIO()
+    (numpy.savez_compressed if compressed else numpy.savez)(buffer, **arrays)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()), binary=True)
 
 
 def write_json(path, data):

@@ -16,7 +16,7 @@ import numpy
 import chainer
 from chainer import backend
 
-from chainer_vogn.files import atomic_write
+from chainer_vogn.files import write_npz
 from chainer_vogn.posterior_optimizer import PosteriorOptimizer
 
 
@@ -61,7 +61,7 @@ def save_posterior(path, model, optimizer=None, meta=None):
     for name, value in post.persistent.items():
         arrays['persistent' + name] = value
     arrays['meta'] = numpy.array(json.dumps(post.meta))
-    atomic_write(path, lambda f: numpy.savez(f, **arrays), binary=True)
+    write_npz(path, arrays)
 
 
 class Posterior(object):

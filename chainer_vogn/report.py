@@ -7,7 +7,6 @@ complete file or the new complete file, never half of one.  Figures use
 matplotlib's Agg canvas directly (no pyplot, no display needed).
 """
 import csv
-import io
 import json
 import os
 
@@ -19,6 +18,7 @@ from matplotlib.ticker import NullFormatter
 from chainer_vogn import metrics
 from chainer_vogn.files import Manifest
 from chainer_vogn.files import atomic_write
+from chainer_vogn.files import write_npz
 
 DPI = 120
 _REQUIRED = ('name', 'optimizer', 'metrics', 'probs', 'labels',
@@ -282,7 +282,8 @@ def _markdown(runs, conventions, meta):
 
 def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
     """Write report.json, report.csv, report.md, the figures and
-    predictions.npz for ``runs`` into ``out_dir`` (created if needed).
+    predictions.npz for ``runs`` into ``out_dir`` (created if needed, and
+    removed again if a failure leaves it empty).
 
     Each run is a dict with ``name``, ``optimizer``, ``metrics`` (from
     :func:`metrics.summarize`), ``probs``, ``labels``, ``calibration`` (from
@@ -305,7 +306,19 @@ def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
     conv = dict(metrics.CONVENTIONS)
     conv.update(conventions or {})
     meta = dict(meta or {})
+    created = not os.path.exists(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    try:
+        return _write_report(runs, out_dir, conv, meta, gallery)
+    except BaseException:
+        # A full disk: leave no empty folder behind.
+        if created and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+        raise
+
+
+def _write_report(runs, out_dir, conv, meta, gallery):
+    """write_report's body, into the existing ``out_dir``."""
     curves = {key: [('%s: AUROC %s' % (run['name'], _auroc_text(run, key)),
                      run[key]) for run in runs if run.get(key) is not None]
               for key in ('roc_ood', 'roc_misclassification')}
@@ -372,11 +385,8 @@ def write_report(runs, out_dir, conventions=None, meta=None, gallery=None):
         arrays[name + '/labels'] = np.asarray(run['labels'])
         if run.get('ood_probs') is not None:
             arrays[name + '/ood_probs'] = np.asarray(run['ood_probs'])
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    written['predictions'] = atomic_write(
-        path('predictions.npz'), lambda f: f.write(buf.getvalue()),
-        binary=True)
+    write_npz(path('predictions.npz'), arrays, compressed=True)
+    written['predictions'] = path('predictions.npz')
     for name in REPORT_FILES:
         if name not in names:
             manifest.remove(name)

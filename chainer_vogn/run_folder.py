@@ -201,14 +201,16 @@ def predict(run, images, num_samples=10, seed=0, device=None, batchsize=256,
         num_samples (int): T, the Monte Carlo samples (VOGN: weight samples,
             MC dropout: dropout passes); point runs always make one pass.
         seed (int): with t, the seed of sample t (as evaluate.py's --seed).
-        device: a Chainer device specifier such as ``'@cupy:0'``; the CPU
-            when None.
+        device: the CPU when None or -1, GPU n for an int n >= 0, or a
+            Chainer device specifier such as ``'@cupy:0'``; RunError when
+            it cannot be used.
         batchsize (int): images per forward pass.
         return_samples (bool): also return the T samples' probabilities.
 
     Returns:
         :class:`Uncertainty` of NumPy arrays, one row per image.
     """
+    device = run_setup.select_device(-1 if device is None else device)
     model, post, method, x = _loaded(run, images)
     n_samples = predictive.samples_used(method, num_samples)
     found, = predictive.predict(model, post, method, [x], n_samples, seed,

@@ -117,18 +117,25 @@ def build_model(args, info):
 
 def select_device(device, mpi_comm=None):
     """The CPU (``device`` < 0), or GPU ``device`` + the rank's index on its
-    node among the processes of ``mpi_comm`` (an mpi4py communicator)."""
-    if device < 0:
+    node among the processes of ``mpi_comm`` (an mpi4py communicator).
+    ``device`` may also be a Chainer specifier ('@numpy', '@cupy:0').
+    RunError, naming it, when the device cannot be used."""
+    if isinstance(device, str):
+        spec = used = device
+    elif device < 0:
         return chainer.get_device('@numpy')
-    local = 0
-    if mpi_comm is not None:
-        from mpi4py import MPI
-        local = mpi_comm.Split_type(MPI.COMM_TYPE_SHARED).rank
+    else:
+        local = 0
+        if mpi_comm is not None:
+            from mpi4py import MPI
+            local = mpi_comm.Split_type(MPI.COMM_TYPE_SHARED).rank
+        used = device + local
+        spec = '@cupy:{}'.format(used)
     try:
-        gpu = chainer.get_device('@cupy:{}'.format(device + local))
+        gpu = chainer.get_device(spec)
         gpu.use()
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         raise RunError('--device {}: no usable GPU {} ({}); install CuPy '
                        'or pass --device -1 for the CPU'.format(
-                           device, device + local, ' '.join(str(e).split())))
+                           device, used, ' '.join(str(e).split())))
     return gpu

@@ -406,7 +406,10 @@ def _plot_title(args):
 
 
 def _label_plot(ylabel, log_scale, series_names, title):
-    """PlotReport postprocess: title, axis labels, series names, scale."""
+    """PlotReport postprocess: title, axis labels, series names, scale; and the
+    figure saved through :func:`~chainer_vogn.files.atomic_write`, as
+    PlotReport saves it straight into the file (a full disk left an empty
+    PNG)."""
     def postprocess(figure, axes, summary):
         axes.set_title(title, fontsize='medium')
         axes.set_xlabel('epoch')
@@ -416,6 +419,9 @@ def _label_plot(ylabel, log_scale, series_names, title):
         for line in axes.get_lines():
             line.set_label(series_names.get(line.get_label(),
                                              line.get_label()))
+        save = figure.savefig
+        figure.savefig = lambda path, **kwargs: files.atomic_write(
+            path, lambda f: save(f, format='png', **kwargs), binary=True)
     return postprocess
 
 

@@ -13,9 +13,11 @@ import subprocess
 import sys
 import time
 
+import numpy
 import pytest
 
 from chainer_vogn import commands
+from chainer_vogn import files
 from chainer_vogn import run_options
 
 from conftest import wait_for_files
@@ -191,6 +193,59 @@ def test_disk_full(tmp_path):
                     'No space left on device')
 
 
+#: Runs a script with the disk full for the files atomic_write writes as
+#: $FULL (writes fail with ENOSPC), or for every file when $FULL is '*'
+#: (syncs fail too, as on a disk whose last block is taken).
+FULL_DISK = """
+import errno, fnmatch, io, os, runpy, sys
+
+full = os.environ['FULL']
+fdopen, fsync = os.fdopen, os.fsync
+
+
+def no_space(*args):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class Full(io.BufferedWriter):
+    write = no_space
+
+
+def full_fdopen(fd, mode='r', *args, **kwargs):
+    name = os.path.basename(os.readlink('/proc/self/fd/{}'.format(fd)))
+    if 'w' in mode and fnmatch.fnmatch(name, '.{}.*.tmp'.format(full)):
+        return Full(io.FileIO(fd, 'wb'))
+    return fdopen(fd, mode, *args, **kwargs)
+
+
+os.fdopen = full_fdopen
+if full == '*':
+    os.fsync = no_space
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def _run_on_a_full_disk(tmp_path, script, args, full):
+    runner = tmp_path / 'full_disk.py'
+    runner.write_text(FULL_DISK)
+    return _run(str(runner), [script] + args, env=dict(os.environ,
+                                                        FULL=full))
+
+
+@pytest.mark.parametrize('name', ['snapshot_rank0_epoch1.npz', 'model.npz',
+                                  'accuracy.png', 'log'])
+def test_disk_full_names_the_file_and_leaves_none_half_written(tmp_path,
+                                                               name):
+    out = tmp_path / 'out'
+    result = _run_on_a_full_disk(tmp_path, TRAIN, SMALL + [
+        '--epochs', '1', '--out', str(out)], name)
+    assert_one_line(result, 1, 'train.py', str(out / name),
+                    'No space left on device')
+    assert not (out / name).exists()
+    assert not list(out.glob('.*.tmp'))
+
+
 def test_divergence_has_no_training_loop_dump(tmp_path):
     result = _run(TRAIN, SMALL + ['--optimizer', 'sgd', '--lr', '1e6',
                                   '--epochs', '2', '--out', str(tmp_path)])
@@ -228,13 +283,16 @@ def test_ctrl_c_during_an_import_is_still_one_line():
     assert result.stderr == 'train.py: interrupted\n'
 
 
-@pytest.mark.parametrize('script', ['train.py', 'evaluate.py',
-                                    'predict.py'])
-def test_ctrl_c_while_the_libraries_load_is_one_line(script):
+@pytest.mark.parametrize('command, script', [
+    ([sys.executable, os.path.join(REPO, name)], name)
+    for name in ('train.py', 'evaluate.py', 'predict.py')] + [
+    ([os.path.join(os.path.dirname(sys.executable), 'chainer-vogn-' + name)],
+     'chainer-vogn-' + name) for name in ('train', 'evaluate', 'predict')])
+def test_ctrl_c_while_the_libraries_load_is_one_line(command, script):
     """SIGINT 0.15 s after the start, inside the imports of Chainer and
-    SciPy."""
+    SciPy: the scripts of a clone and the commands of a pip install."""
     process = subprocess.Popen(
-        [sys.executable, os.path.join(REPO, script), '--help'],
+        command + ['--help'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(0.15)
@@ -257,6 +315,50 @@ def test_ctrl_c_exits_130_in_one_line(tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert stderr == 'train.py: interrupted\n'
+
+
+def test_sigterm_exits_143_in_one_line_and_the_run_resumes(tmp_path):
+    """SIGTERM, as from a scheduler's walltime: one line naming the fix."""
+    out = tmp_path / 'out'
+    process = subprocess.Popen(
+        [sys.executable, TRAIN] + SMALL + ['--epochs', '1000', '--out',
+                                           str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_files(process, [str(out / 'snapshot_rank0_epoch1.npz')], 240,
+                   poll=0.05)
+    process.terminate()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert stderr == 'train.py: terminated; resume with --resume\n'
+    result = _run(TRAIN, SMALL + ['--epochs', '1', '--out', str(out),
+                                  '--resume'])
+    assert result.returncode == 0, result.stderr
+    assert 'resuming from epoch ' in result.stdout
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize('main, module, step', [
+    ('train_main', run_options, 'parse_args'),
+    ('evaluate_main', commands.mpi, 'require_mpi'),
+    ('predict_main', commands, 'describe'),  # printing the results
+])
+def test_ctrl_c_outside_the_computation_is_one_line(
+        trained_run, tmp_path, monkeypatch, capsys, main, module, step):
+    """Ctrl-C while a command reads its options or prints its results."""
+    numpy.save(str(tmp_path / 'one.npy'), numpy.zeros((8, 8)))
+    argv = {'train_main': [], 'predict_main': [trained_run,
+                                                str(tmp_path / 'one.npy')],
+            'evaluate_main': [trained_run, '--out', str(tmp_path / 'r')]}
+    monkeypatch.setattr(module, step, _interrupt)
+    monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)
+    with pytest.raises(SystemExit) as end:
+        getattr(commands, main)(argv[main])
+    assert end.value.code == 130
+    program = main.split('_')[0] + '.py'
+    assert capsys.readouterr().err == program + ': interrupted\n'
 
 
 # Data files that are whole but not what the loaders read
@@ -324,6 +426,30 @@ def test_evaluate_device_without_a_gpu(trained_run, tmp_path):
                              str(tmp_path / 'report')])
     assert_one_line(result, 1, 'evaluate.py', '--device {}: no usable '
                     'GPU'.format(NO_SUCH_GPU), '--device -1')
+
+
+def test_evaluate_on_a_full_disk_stops_before_computing(trained_run,
+                                                        tmp_path):
+    out = tmp_path / 'report'
+    result = _run_on_a_full_disk(tmp_path, EVALUATE, [trained_run, '--out',
+                                                      str(out)], '*')
+    assert_one_line(result, 1, 'evaluate.py', '--out {}'.format(out),
+                    'No space left on device')
+    assert result.stdout == ''
+    assert not out.exists()
+
+
+@pytest.mark.parametrize('name', [files.MANIFEST, 'report.json'])
+def test_evaluate_on_a_disk_that_fills_names_the_file(trained_run, tmp_path,
+                                                      name):
+    """The probe passes, a write of the report fails: the file is named and
+    a folder left empty is removed."""
+    out = tmp_path / 'report'
+    result = _run_on_a_full_disk(tmp_path, EVALUATE, [trained_run, '--out',
+                                                      str(out)], name)
+    assert_one_line(result, 1, 'evaluate.py', str(out / name),
+                    'No space left on device')
+    assert out.exists() == (name != files.MANIFEST)
 
 
 def test_evaluate_out_under_a_regular_file(trained_run, tmp_path):

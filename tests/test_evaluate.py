@@ -471,9 +471,13 @@ def test_predict_command_prints_top_classes_and_uncertainty(
                                'the [0, 1] scale'),
     (['RUN', 'TMP/cut.png'], 'TMP/cut.png: '),
     (['DAMAGED', 'TMP/empty.npy'], 'DAMAGED/model.npz'),
+    (['RUN', 'TMP/one.npy', '--device', '99'], '--device 99: no usable GPU'),
+    (['RUN', 'TMP/one.npy', '--device', '@cupy:99'],
+     '--device @cupy:99: no usable GPU'),
 ])
 def test_predict_command_errors_are_one_line(runs, tmp_path, args, message):
     numpy.save(str(tmp_path / 'empty.npy'), numpy.zeros((0, 8, 8)))
+    numpy.save(str(tmp_path / 'one.npy'), numpy.zeros((8, 8)))
     numpy.save(str(tmp_path / 'words.npy'), numpy.array(['a', 'b']))
     numpy.save(str(tmp_path / 'bytes.npy'),
                numpy.arange(64).reshape(8, 8) * 255 // 63)
@@ -494,6 +498,25 @@ def test_predict_command_errors_are_one_line(runs, tmp_path, args, message):
     assert result.stderr.count('\n') == 1, result.stderr
     assert result.stderr.startswith('predict.py: error:')
     assert message in result.stderr
+
+
+def test_predict_command_takes_train_pys_device(runs, tmp_path):
+    numpy.save(str(tmp_path / 'one.npy'), numpy.zeros((8, 8)))
+    result = predict_command([runs[1], str(tmp_path / 'one.npy'),
+                              '--device', '-1'])
+    assert result.returncode == 0, result.stderr
+    result = predict_command([runs[1], str(tmp_path / 'one.npy'),
+                              '--device', 'gpu'])
+    assert result.returncode == 2
+    assert "--device: 'gpu' is invalid" in result.stderr
+
+
+@pytest.mark.parametrize('device', [99, '@cupy:99'])
+def test_predict_function_raises_on_a_device_it_cannot_use(runs, device):
+    """The library raises, naming the device; it never exits."""
+    from chainer_vogn import errors
+    with pytest.raises(errors.RunError, match='no usable GPU'):
+        chainer_vogn.predict(runs[1], numpy.zeros((8, 8)), device=device)
 
 
 def test_console_prints_a_dash_for_what_is_undefined(runs, tmp_path):

@@ -135,6 +135,30 @@ def _kill_job(proc):
         time.sleep(0.01)
 
 
+def test_ctrl_c_to_mpiexec_is_one_line_then_resumed_equals_uninterrupted(
+        mpiexec, mpi_reference, tmp_path):
+    """Ctrl-C to mpiexec: Open MPI's mpiexec sends the ranks SIGTERM, then
+    SIGKILL, and forwards no more output; rank 0 alone says so, on
+    mpiexec's stderr, and the run resumes."""
+    folder = str(tmp_path / 'run')
+    proc = subprocess.Popen(
+        mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    wait_for_files(proc, [checkpoint.snapshot_path(folder, rank, 1)
+                          for rank in (0, 1)], 120, poll=0.005)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert stderr == 'train.py: terminated; resume with --resume\n'
+
+    result = _run(mpiexec(2) + [TRAIN] + MPI_RUN + ['--out', folder,
+                                                     '--resume'])
+    assert result.returncode == 0, result.stderr
+    assert_same_posterior(folder, mpi_reference)
+    _assert_no_litter(folder)
+
+
 def _parent(pid):
     try:
         with open('/proc/{}/stat'.format(pid)) as f:
