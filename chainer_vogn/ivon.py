@@ -176,7 +176,8 @@ class IVON(SampledGradientMethod):
     hyperparameters = HYPERPARAMETERS
     label = 'IVON'
     derived_help = 'lr from the data shards'
-    stability_advice = 'Lower lr, raise hess_init or check the data.'
+    stability_advice = ('Lower lr (train.py --lr), raise hess_init '
+                        '(--hess-init) or check the data.')
 
     def create_update_rule(self):
         return IVONRule(self.hyperparam)

@@ -287,7 +287,8 @@ class VOGN(SampledGradientMethod):
     derived_help = ('lr from the data shards, tau from the training set '
                     'size, the damping and the widest unit, the prior from '
                     'the widest unit; see docs/tuning.md')
-    stability_advice = 'Lower lr, raise damping or check the data.'
+    stability_advice = ('Lower lr (train.py --lr), raise damping (--damping) '
+                        'or check the data.')
 
     @classmethod
     def check_hyperparameters(cls, hp):

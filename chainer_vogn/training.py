@@ -60,7 +60,9 @@ class Updater(training.updaters.StandardUpdater):
 class StopOnDivergence(training.Extension):
     """Stop the run, on every rank alike, when it diverges: when the
     training loss of a step (the mean over the ranks) is not finite, or is
-    over :attr:`GROWTH` times that of the run's first step.
+    over :attr:`GROWTH` times that of the run's first step; and when a
+    parameter is not finite at the end of an epoch (a step's loss comes
+    before its update, so the epoch's last update is checked so).
 
     A classifier starts near log(classes) (2.3 nats for ten); a hundred
     times that puts the true class at a probability below e^-230, which no
@@ -84,19 +86,23 @@ class StopOnDivergence(training.Extension):
         loss = sum(losses) / len(losses)
         if math.isnan(self.first_loss):
             self.first_loss = loss
-        if math.isfinite(loss) and loss <= self.GROWTH * self.first_loss:
-            return
-        self._stop(trainer, 'the training loss is {:.4g}{}'.format(
-            loss, ', over {} times the first step\'s {:.4g}'.format(
-                self.GROWTH, self.first_loss) if math.isfinite(loss) else ''))
+        if not (math.isfinite(loss) and loss <= self.GROWTH * self.first_loss):
+            self._stop(trainer, 'the training loss is {:.4g}{}'.format(
+                loss, ', over {} times the first step\'s {:.4g}'.format(
+                    self.GROWTH, self.first_loss)
+                if math.isfinite(loss) else ''))
+        if trainer.updater.is_new_epoch:
+            self._check_parameters(trainer)
 
-    def check_parameters(self, trainer, model):
-        """Stop if a parameter of ``model`` is not finite after the last
-        step."""
-        for name, param in sorted(model.namedparams()):
-            xp = chainer.backend.get_array_module(param.array)
-            if not bool(xp.isfinite(param.array).all()):
-                self._stop(trainer, 'parameter {} is not finite'.format(name))
+    def _check_parameters(self, trainer):
+        """Stop if a parameter is not finite after the step, on any rank."""
+        model = trainer.updater.get_optimizer('main').target
+        bad = [name for name, param in sorted(model.namedparams())
+               if not bool(chainer.backend.get_array_module(param.array)
+                           .isfinite(param.array).all())]
+        bad = sorted(set(sum(self.comm.mpi_comm.allgather(bad), [])))
+        if bad:
+            self._stop(trainer, 'parameter {} is not finite'.format(bad[0]))
 
     def _stop(self, trainer, what):
         lr = getattr(trainer.updater.get_optimizer('main'), self.lr_attr)
@@ -319,7 +325,6 @@ def _train(args, comm, layout, plan):
     plan.start(trainer, comm, record)
     try:
         trainer.run(show_loop_exception_msg=False)
-        divergence.check_parameters(trainer, model)
     except FloatingPointError as e:
         raise RunError('{}. {}'.format(str(e).rstrip('.'),
                                         _newest_snapshot(args.out, comm)))

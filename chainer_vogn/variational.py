@@ -60,7 +60,7 @@ class SampledGradientMethod(PosteriorOptimizer):
     """
 
     #: What to try when a step gives non-finite statistics.
-    stability_advice = 'Lower lr or check the data.'
+    stability_advice = 'Lower lr (train.py --lr) or check the data.'
     #: Index of this process's Monte Carlo sample group (see distributed).
     sample_id = 0
 

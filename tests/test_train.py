@@ -281,7 +281,8 @@ class _PoisonedInSecondEpoch(object):
 
 
 @pytest.mark.parametrize('opt, message', [
-    ('vogn', 'VOGN step'),
+    ('vogn', r'VOGN step \d+: .*Lower lr \(train.py --lr\), raise damping '
+             r'\(--damping\)'),
     ('adam', r'training diverged at iteration \d+ \(epoch 2\): the training '
              r'loss is nan; --lr \(now 0.001\) is most likely too large')])
 def test_non_finite_loss_stops_with_last_good_snapshot(
@@ -307,6 +308,32 @@ def test_non_finite_loss_stops_with_last_good_snapshot(
                    and k.endswith(('/W', '/b'))]
     assert weights and all(numpy.isfinite(w).all() for w in weights)
     assert not os.path.exists(str(tmp_path / 'snapshot_rank0_epoch2.npz'))
+
+
+def test_weights_gone_non_finite_in_an_epochs_last_update_are_not_saved(
+        tmp_path, monkeypatch):
+    """The last update of epoch 1 makes a weight NaN while its loss, taken
+    before the update, was finite: the run stops there, and no snapshot
+    holds the NaN as a 'good' state."""
+    update_core = training.Updater.update_core
+
+    def poisoning(updater):
+        update_core(updater)
+        if updater.is_new_epoch and updater.epoch == 1:
+            model = updater.get_optimizer('main').target
+            next(iter(sorted(model.namedparams())))[1].array[...] = numpy.nan
+
+    monkeypatch.setattr(training.Updater, 'update_core', poisoning)
+    monkeypatch.setattr(training.distributed, 'abort_on_uncaught_exception',
+                        lambda: None)
+    args = run_options.parse_args(SMALL + ['--optimizer', 'adam', '--epochs',
+                                           '3', '--out', str(tmp_path)])
+    with pytest.raises(RunError, match=r'training diverged at iteration \d+ '
+                       r'\(epoch \d\): parameter /\S+ is not finite; .*No '
+                       r'snapshot was written before it'):
+        training.run(args)
+    assert not glob.glob(str(tmp_path / 'snapshot_*'))
+    assert not os.path.exists(str(tmp_path / 'model.npz'))
 
 
 @pytest.mark.parametrize('opt', ['vogn', 'adam'])
