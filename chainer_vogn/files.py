@@ -81,7 +81,10 @@ def write_npz(path, arrays, compressed=False):
     """
     buffer = io.BytesIO()
     (numpy.savez_compressed if compressed else numpy.savez)(buffer, **arrays)
-    atomic_write(path, lambda f: f.write(buffer.getbuffer()), binary=True)
+    # The view is released even when the write fails: a failed write's
+    # traceback holds it, and Python 3.12 then refuses to free the buffer.
+    with buffer.getbuffer() as view:
+        atomic_write(path, lambda f: f.write(view), binary=True)
 
 
 def write_json(path, data):
