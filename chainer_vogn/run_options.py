@@ -383,8 +383,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser(prog='train.py'):
-    """train.py's parser, named ``prog`` in its usage and errors.  It gives the command line's values as strings;
-    :func:`parse_args` converts and checks them with :class:`RunConfig`."""
+    """train.py's parser, named ``prog`` in its usage and errors.  It gives
+    the command line's values as strings; :func:`parse_args` converts and
+    checks them with :class:`RunConfig`."""
     default = {field.name: field.default if field.default is not
                dataclasses.MISSING else field.default_factory()
                for field in dataclasses.fields(RunConfig)}

@@ -70,8 +70,8 @@ def test_pip_route_from_nothing(tmp_path):
     """README's pip line in a new venv (its own pip, no cache, so Chainer is
     built from its source archive), then the installed commands outside the
     clone: chainer-vogn-train on one process and under mpiexec -n 2
-    --samples 2, chainer-vogn-evaluate and chainer-vogn-predict.  1 to 2 minutes, most of it
-    downloads."""
+    --samples 2, chainer-vogn-evaluate and chainer-vogn-predict.  1 to 2
+    minutes, most of it downloads."""
     from test_readme import copy_of_repository
     clone = tmp_path / 'chainer-vogn'
     copy_of_repository(str(clone))
